@@ -1,0 +1,143 @@
+//! Small safe wrappers around single privileged CPU operations.
+
+use core::arch::asm;
+use core::arch::x86_64::{__cpuid_count, _rdtsc, CpuidResult};
+
+/// The four registers CPUID returns for a leaf and subleaf.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    __cpuid_count(leaf, subleaf)
+}
+
+/// The time-stamp counter. Under Bochs with `clock: sync=none` it counts
+/// retired instructions, which makes it an exact cost measure.
+pub fn rdtsc() -> u64 {
+    // Safe because RDTSC only reads a counter; CR4.TSD is never set.
+    unsafe { _rdtsc() }
+}
+
+pub fn read_msr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // Safe because the shim runs in ring 0 and only reads MSRs that the
+    // caller established exist (architectural or enumerated by CPUID).
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// # Safety
+/// Writing an MSR can change paging, segmentation or VMX state: the caller
+/// must know that `value` is valid for `msr` and that the change is intended.
+pub unsafe fn write_msr(msr: u32, value: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+pub fn read_cr0() -> u64 {
+    let value: u64;
+    // Safe because reading CR0 has no side effects in ring 0.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
+/// The new CR0 must keep paging and protection on and be valid for the CPU.
+pub unsafe fn write_cr0(value: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // Safe because reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // Safe because reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
+/// `root` must be the physical address of a complete PML4 that maps the
+/// running code, its stack and every object the kernel still uses.
+pub unsafe fn write_cr3(root: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
+}
+
+pub fn read_cr4() -> u64 {
+    let value: u64;
+    // Safe because reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// # Safety
+/// The new CR4 must be valid for the CPU and keep PAE and the SSE bits on.
+pub unsafe fn write_cr4(value: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// The frame pointer of the caller's frame, for backtraces.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let rbp: u64;
+    // Safe because it only copies RBP.
+    unsafe { asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    rbp
+}
+
+/// Stops this CPU until the next interrupt, or for good when interrupts are
+/// disabled.
+pub fn halt() {
+    // Safe because HLT only waits.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+}
+
+pub fn disable_interrupts() {
+    // Safe because masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// # Safety
+/// Port I/O reaches devices directly: the caller must own the device.
+pub unsafe fn outb(port: u16, value: u8) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// See [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// See [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// See [`outb`]; reading some device registers has side effects.
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Bochs's "magic breakpoint": `xchg bx, bx` is a no-op on real hardware;
+/// Bochs with `magic_break: enabled=1` stops in its debugger there, which the
+/// harness answers with `quit` for a clean exit.
+pub fn bochs_magic_break() {
+    // Safe because the instruction exchanges a register with itself.
+    unsafe { asm!("xchg bx, bx", options(nomem, nostack, preserves_flags)) };
+}

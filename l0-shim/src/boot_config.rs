@@ -1,0 +1,90 @@
+//! Checks of the boot configuration that need the boot loader's view: the
+//! parser knows the file, only the shim knows which modules were loaded.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use matryoshka_config::{ConfigError, Parsed, RejectedGuest};
+
+/// Rejects every guest whose `kernel` or `ramdisk` names no loaded module,
+/// with an error naming the key and listing the modules there are.
+pub fn check_modules(parsed: &mut Parsed, file: &str, loaded: &[&str]) {
+    let available = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
+    let mut kept = Vec::with_capacity(parsed.config.guests.len());
+    for guest in core::mem::take(&mut parsed.config.guests) {
+        let missing: Vec<(&str, String)> = core::iter::once(("kernel", Some(&guest.kernel)))
+            .chain(core::iter::once(("ramdisk", guest.ramdisk.as_ref())))
+            .filter_map(|(key, name)| name.map(|name| (key, name)))
+            .filter(|(_, name)| !loaded.contains(&name.as_str()))
+            .map(|(key, name)| (key, name.clone()))
+            .collect();
+        if missing.is_empty() {
+            kept.push(guest);
+            continue;
+        }
+        for (key, name) in missing {
+            parsed.errors.push(ConfigError {
+                file: file.to_string(),
+                line: guest.line,
+                key: Some(key.to_string()),
+                message: format!("guest '{}': no boot module named '{name}' (loaded modules: {available})", guest.name),
+            });
+        }
+        parsed.rejected_guests.push(RejectedGuest { name: Some(guest.name), line: guest.line });
+    }
+    parsed.config.guests = kept;
+    parsed.errors.sort_by_key(|error| error.line);
+    parsed.rejected_guests.sort_by_key(|guest| guest.line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+[guest]
+name = \"web\"
+memory = 128
+kernel = \"vmlinuz\"
+ramdisk = \"initrd\"
+
+[guest]
+name = \"db\"
+memory = 128
+kernel = \"vmlinuz\"
+";
+
+    #[test]
+    fn guests_with_loaded_modules_are_kept() {
+        let mut parsed = matryoshka_config::parse("lab.cfg", CONFIG);
+        assert!(parsed.is_clean(), "{:?}", parsed.errors);
+        check_modules(&mut parsed, "lab.cfg", &["lab.cfg", "vmlinuz", "initrd"]);
+        assert!(parsed.is_clean());
+        assert_eq!(parsed.config.guests.len(), 2);
+    }
+
+    #[test]
+    fn a_missing_module_rejects_only_its_guest_and_names_key_and_modules() {
+        let mut parsed = matryoshka_config::parse("lab.cfg", CONFIG);
+        check_modules(&mut parsed, "lab.cfg", &["lab.cfg", "vmlinuz"]);
+        assert_eq!(parsed.config.guests.len(), 1);
+        assert_eq!(parsed.config.guests[0].name, "db");
+        assert_eq!(parsed.rejected_guests.len(), 1);
+        assert_eq!(parsed.rejected_guests[0].name.as_deref(), Some("web"));
+        assert_eq!(parsed.errors.len(), 1);
+        let message = parsed.errors[0].to_string();
+        assert!(message.starts_with("lab.cfg:2: key 'ramdisk'"), "{message}");
+        assert!(message.contains("no boot module named 'initrd' (loaded modules: lab.cfg, vmlinuz)"), "{message}");
+    }
+
+    #[test]
+    fn with_no_modules_every_guest_is_rejected() {
+        let mut parsed = matryoshka_config::parse("lab.cfg", CONFIG);
+        check_modules(&mut parsed, "lab.cfg", &[]);
+        assert!(parsed.config.guests.is_empty());
+        assert_eq!(parsed.rejected_guests.len(), 2);
+        assert_eq!(parsed.errors.len(), 3);
+        assert!(parsed.errors.iter().all(|error| error.message.contains("(loaded modules: none)")));
+    }
+}

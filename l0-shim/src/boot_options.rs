@@ -1,0 +1,167 @@
+//! The shim's own command line (the text after the kernel on GRUB's
+//! `multiboot2` line), e.g. `log=debug exit=bochs config=lab.cfg`.
+
+use core::fmt;
+
+use log::LevelFilter;
+
+/// How the shim ends the machine once every guest has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// Real hardware: report, then halt every CPU.
+    Halt,
+    /// Bochs: a magic breakpoint that the harness answers with `quit`
+    /// (exit status 0); a failure uses the 0x8900 shutdown port (status 1).
+    Bochs,
+    /// QEMU with `-device isa-debug-exit,iobase=0xf4`: exit status
+    /// 1 on success, 3 on failure.
+    Qemu,
+}
+
+/// Faults the shim provokes on purpose, so that tests can prove that its
+/// exception and panic reports work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfTest {
+    PageFault,
+    Panic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions<'a> {
+    /// Overrides the boot configuration's `log_level` when given.
+    pub log_level: Option<LevelFilter>,
+    pub exit: ExitMethod,
+    /// The boot module that holds the boot configuration. When absent, the
+    /// first module whose name ends in `.cfg` is used.
+    pub config_module: Option<&'a str>,
+    pub self_test: Option<SelfTest>,
+}
+
+impl Default for BootOptions<'_> {
+    fn default() -> Self {
+        Self { log_level: None, exit: ExitMethod::Halt, config_module: None, self_test: None }
+    }
+}
+
+/// A word of the command line that was not understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionWarning<'a> {
+    NotKeyValue(&'a str),
+    UnknownKey(&'a str),
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+}
+
+impl fmt::Display for OptionWarning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotKeyValue(word) => write!(f, "command line: ignoring '{word}': expected key=value"),
+            Self::UnknownKey(key) => write!(f, "command line: unknown option '{key}'"),
+            Self::BadValue { key, value, expected } => write!(f, "command line: {key}={value}: expected {expected}"),
+        }
+    }
+}
+
+/// Parses the command line. Bad words never stop the boot: each is passed
+/// to `warn` and the defaults apply. Allocation-free, because it runs before
+/// the heap exists (the exit method must be known if memory setup fails).
+pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>)) -> BootOptions<'a> {
+    let mut options = BootOptions::default();
+    for word in command_line.split_ascii_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            // GRUB may pass the kernel's own path first.
+            if !word.starts_with('/') {
+                warn(OptionWarning::NotKeyValue(word));
+            }
+            continue;
+        };
+        let mut bad_value = |expected| warn(OptionWarning::BadValue { key, value, expected });
+        match key {
+            "log" => match parse_level(value) {
+                Some(level) => options.log_level = Some(level),
+                None => bad_value("off, error, warn, info, debug or trace"),
+            },
+            "exit" => match value {
+                "halt" => options.exit = ExitMethod::Halt,
+                "bochs" => options.exit = ExitMethod::Bochs,
+                "qemu" => options.exit = ExitMethod::Qemu,
+                _ => bad_value("halt, bochs or qemu"),
+            },
+            "config" if value.is_empty() => bad_value("the name of a boot module"),
+            "config" => options.config_module = Some(value),
+            "selftest" => match value {
+                "page-fault" => options.self_test = Some(SelfTest::PageFault),
+                "panic" => options.self_test = Some(SelfTest::Panic),
+                _ => bad_value("page-fault or panic"),
+            },
+            _ => warn(OptionWarning::UnknownKey(key)),
+        }
+    }
+    options
+}
+
+pub fn parse_level(text: &str) -> Option<LevelFilter> {
+    Some(match text {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+
+    fn parse_collecting(command_line: &str) -> (BootOptions<'_>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let options = parse(command_line, |warning| warnings.push(warning.to_string()));
+        (options, warnings)
+    }
+
+    #[test]
+    fn empty_command_line_gives_defaults() {
+        let (options, warnings) = parse_collecting("");
+        assert_eq!(options, BootOptions::default());
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn every_option_is_understood() {
+        let (options, warnings) =
+            parse_collecting("/boot/l0-shim log=debug exit=bochs config=lab.cfg selftest=page-fault");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.log_level, Some(LevelFilter::Debug));
+        assert_eq!(options.exit, ExitMethod::Bochs);
+        assert_eq!(options.config_module, Some("lab.cfg"));
+        assert_eq!(options.self_test, Some(SelfTest::PageFault));
+    }
+
+    #[test]
+    fn bad_words_are_named_and_defaults_kept() {
+        let (options, warnings) = parse_collecting("log=loud exit=reboot speed=11 stray selftest=boom config=");
+        assert_eq!(options, BootOptions::default());
+        let text = warnings.join("\n");
+        for needle in [
+            "log=loud: expected off, error",
+            "exit=reboot: expected halt, bochs or qemu",
+            "unknown option 'speed'",
+            "ignoring 'stray'",
+            "selftest=boom: expected page-fault or panic",
+            "config=: expected the name of a boot module",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+        assert_eq!(warnings.len(), 6);
+    }
+
+    #[test]
+    fn later_words_win() {
+        let (options, _) = parse_collecting("exit=qemu exit=halt");
+        assert_eq!(options.exit, ExitMethod::Halt);
+    }
+}

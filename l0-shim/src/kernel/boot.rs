@@ -1,0 +1,127 @@
+//! The boot sequence of the bootstrap CPU.
+
+use alloc::format;
+use alloc::string::ToString;
+
+use l0_shim::boot_options::{self, BootOptions, SelfTest};
+use l0_shim::layout::phys_to_virt;
+use log::{error, info, warn, LevelFilter};
+use multiboot2::{BootInformation, BootInformationHeader};
+
+use crate::arch::cpu::rdtsc;
+use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
+use crate::kernel::{configuration, console, heap, memory, percpu, vmx};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
+
+pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
+    let banner_tsc = rdtsc();
+    console::init(LevelFilter::Info);
+    crate::println!("Matryoshka L0 shim {VERSION}: nested virtualization for Intel VT-x");
+    crate::println!("boot to banner: {banner_tsc} TSC ticks");
+    let gdt = percpu::install_boot_cpu_trap_tables();
+
+    if boot_magic != MULTIBOOT2_BOOTLOADER_MAGIC {
+        fatal(format_args!("not started by a multiboot2 loader (magic {boot_magic:#x})"));
+    }
+    // Safe because a multiboot2 loader passed this address (magic checked)
+    // and the trampoline's tables map all of the first 4 GiB, where loaders
+    // put the structure, at the direct map.
+    let loader_info = unsafe { BootInformation::load(phys_to_virt(boot_info_phys) as *const BootInformationHeader) }
+        .unwrap_or_else(|error| fatal(format_args!("the multiboot2 boot information is unreadable: {error:?}")));
+    let options = apply_boot_options(&loader_info);
+
+    let boot = memory::init(&loader_info, boot_info_phys)
+        .unwrap_or_else(|error| fatal(format_args!("memory setup failed: {error}")));
+    let (heap_used, _) = heap::used_and_free();
+    let free = memory::with_frames(|frames| frames.free_bytes());
+    info!(
+        "memory: {} MiB usable RAM in the loader's map, {} MiB free for guests; heap {} MiB ({} KiB used)",
+        boot.usable_bytes() >> 20,
+        free >> 20,
+        memory::heap_size() >> 20,
+        heap_used >> 10,
+    );
+    let cpu = percpu::init_boot_cpu(gdt);
+    info!("cpu {}: APIC id {}, trap tables and per-CPU data ready", cpu.index, cpu.apic_id);
+
+    if let Some(test) = options.self_test {
+        run_self_test(test);
+    }
+
+    let configuration = configuration::load(&boot, &options);
+    if let (None, Some((_, parsed))) = (options.log_level, &configuration) {
+        console::set_level(level_filter(parsed.config.shim.log_level));
+    }
+    let vmx = vmx::enable();
+    if let Err(error) = &vmx {
+        error!("{error}");
+    }
+
+    // Running guests arrives with the per-guest monitors; until then every
+    // valid guest ends here, and the summary says why.
+    let why_not_started = match &vmx {
+        Ok(_) => "this shim cannot run guests yet".to_string(),
+        Err(error) => format!("no VMX: {error}"),
+    };
+    let mut clean = vmx.is_ok();
+    if let Some((file, parsed)) = &configuration {
+        clean &= parsed.is_clean();
+        for guest in &parsed.config.guests {
+            crate::println!("guest {}: not-started ({why_not_started})", guest.name);
+        }
+        for guest in &parsed.rejected_guests {
+            let name = guest.name.as_deref().unwrap_or("(unnamed)");
+            crate::println!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line);
+        }
+    }
+    power_off(if clean { Outcome::Success } else { Outcome::Failure })
+}
+
+fn level_filter(level: matryoshka_config::LogLevel) -> LevelFilter {
+    use matryoshka_config::LogLevel;
+    match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+        LogLevel::Trace => LevelFilter::Trace,
+    }
+}
+
+/// The shim's command line decides the log level and how the machine ends;
+/// a bad word is reported and its default used.
+fn apply_boot_options<'a>(info: &'a BootInformation<'a>) -> BootOptions<'a> {
+    let command_line = info.command_line_tag().and_then(|tag| tag.cmdline().ok()).unwrap_or("");
+    let options = boot_options::parse(command_line, |_| {});
+    set_exit_method(options.exit);
+    if let Some(level) = options.log_level {
+        console::set_level(level);
+    }
+    info!("command line: '{command_line}'");
+    boot_options::parse(command_line, |warning| warn!("{warning}"));
+    options
+}
+
+/// Provokes a fault on purpose: tests use it to prove that the reports work.
+fn run_self_test(test: SelfTest) {
+    warn!("self test {test:?}: provoking a fault on purpose");
+    match test {
+        SelfTest::PageFault => {
+            // The lower half is unmapped in the shim's tables.
+            let unmapped = 0x10 as *const u64;
+            // Safe in the sense that matters: the read faults and the
+            // handler stops the machine; nothing is ever read.
+            let value = unsafe { core::ptr::read_volatile(unmapped) };
+            error!("self test: reading an unmapped page returned {value:#x}");
+        }
+        SelfTest::Panic => panic!("self test: deliberate panic"),
+    }
+}
+
+/// Stops the machine with a message when booting cannot go on.
+pub fn fatal(message: core::fmt::Arguments) -> ! {
+    error!("{message}");
+    power_off(Outcome::Failure)
+}

@@ -1,0 +1,211 @@
+//! Boot-time memory: from the loader's memory map to the heap, the frame
+//! allocator and the shim's own page tables.
+//!
+//! The trampoline's tables map the first 4 GiB three times over with
+//! everything writable and executable. They are replaced here by tables
+//! that map the shim's image per section (code read-only, data no-execute,
+//! a guard page under the boot stack) and all RAM once, at the direct map,
+//! read-write and no-execute. The lower half stays empty: a stray null or
+//! low pointer faults, and the monitors get it for their own address spaces.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use l0_shim::boot_info::{self, BootInfo, BootInfoError};
+use l0_shim::layout::{phys_to_virt, BOOT_DIRECT_MAP_SIZE, KERNEL_VIRT_OFFSET};
+use l0_shim::memory::{
+    choose_region, FrameAllocator, MapError, PageSize, PageTableBuilder, PhysAddr, PhysMemory, PhysRange, X86Flags,
+    X86Paging, FRAME_SIZE,
+};
+use multiboot2::BootInformation;
+use spin::Mutex;
+
+use crate::arch::cpu::{cpuid, write_cr3};
+use crate::kernel::heap;
+
+/// The shim's heap. Guest memory never comes from it (that is whole frames
+/// from the frame allocator), so it only holds the shim's own bookkeeping.
+const HEAP_SIZE: u64 = 16 << 20;
+/// Room for the fixed reservations plus this many boot modules.
+const MAX_RESERVED_RANGES: usize = 64;
+
+static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+static HEAP_VIRT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" {
+    static __kernel_phys_start: u8;
+    static __kernel_phys_end: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+    static boot_stack_guard: u8;
+}
+
+fn symbol_address(symbol: &u8) -> u64 {
+    symbol as *const u8 as u64
+}
+
+/// The shim image's sections, from the linker script.
+struct ImageLayout {
+    physical: PhysRange,
+    text: (u64, u64),
+    rodata: (u64, u64),
+    data: (u64, u64),
+    boot_stack_guard: u64,
+}
+
+fn image_layout() -> ImageLayout {
+    // Safe because these are linker-script symbols: only their addresses
+    // are taken, their "contents" are never read.
+    unsafe {
+        ImageLayout {
+            physical: PhysRange::new(symbol_address(&__kernel_phys_start), symbol_address(&__kernel_phys_end)),
+            text: (symbol_address(&__text_start), symbol_address(&__text_end)),
+            rodata: (symbol_address(&__rodata_start), symbol_address(&__rodata_end)),
+            data: (symbol_address(&__data_start), symbol_address(&__data_end)),
+            boot_stack_guard: symbol_address(&boot_stack_guard),
+        }
+    }
+}
+
+/// Page tables are edited through the direct map.
+struct DirectMap;
+
+impl PhysMemory for DirectMap {
+    fn read_u64(&self, addr: PhysAddr) -> u64 {
+        // Safe because page-table frames come from the frame allocator,
+        // which hands out RAM that the direct map covers.
+        unsafe { core::ptr::read_volatile(phys_to_virt(addr.as_u64()) as *const u64) }
+    }
+
+    fn write_u64(&mut self, addr: PhysAddr, value: u64) {
+        // Safe because of the same reason as `read_u64`, and the frame is
+        // owned by the page tables being built.
+        unsafe { core::ptr::write_volatile(phys_to_virt(addr.as_u64()) as *mut u64, value) };
+    }
+}
+
+#[derive(Debug)]
+pub enum MemoryInitError {
+    TooManyModules,
+    NoRoomForHeap,
+    BootInfo(BootInfoError),
+    PageTables(MapError),
+}
+
+impl core::fmt::Display for MemoryInitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooManyModules => write!(f, "more than {} boot modules", MAX_RESERVED_RANGES - 3),
+            Self::NoRoomForHeap => {
+                write!(f, "no free {} MiB of RAM below 4 GiB for the shim's heap", HEAP_SIZE >> 20)
+            }
+            Self::BootInfo(error) => write!(f, "{error}"),
+            Self::PageTables(error) => write!(f, "building the shim's page tables: {error:?}"),
+        }
+    }
+}
+
+/// Sets up the heap, the frame allocator and the shim's own page tables.
+/// `info` must be reachable through the boot direct map.
+pub fn init(info: &BootInformation, info_phys: u64) -> Result<BootInfo, MemoryInitError> {
+    let image = image_layout();
+    let info_range = PhysRange::new(info_phys, info_phys + info.total_size() as u64);
+    let mut reserved = [PhysRange::default(); MAX_RESERVED_RANGES];
+    let mut reserved_count = boot_info::reserved_at_boot(info, info_range, image.physical, &mut reserved)
+        .ok_or(MemoryInitError::TooManyModules)?;
+
+    let heap_range = choose_region(boot_info::usable_ram(info), &reserved[..reserved_count], HEAP_SIZE, 2 << 20)
+        .filter(|range| range.end.as_u64() <= BOOT_DIRECT_MAP_SIZE)
+        .ok_or(MemoryInitError::NoRoomForHeap)?;
+    // Safe because the range is usable RAM that no loader structure, module
+    // or image overlaps, it is mapped by the boot direct map (checked above)
+    // and stays in the final one, and it is handed to nothing else.
+    unsafe { heap::init(phys_to_virt(heap_range.start.as_u64()) as *mut u8, HEAP_SIZE as usize) };
+    HEAP_VIRT.store(phys_to_virt(heap_range.start.as_u64()), Ordering::Relaxed);
+    reserved[reserved_count] = heap_range;
+    reserved_count += 1;
+
+    let boot = BootInfo::from_multiboot2(info).map_err(MemoryInitError::BootInfo)?;
+    let usable =
+        boot.memory_map.iter().filter(|region| region.kind == boot_info::RegionKind::Usable).map(|region| region.range);
+    let mut frames = FrameAllocator::new(usable, &reserved[..reserved_count]);
+
+    let root = build_page_tables(&boot, &image, &mut frames).map_err(MemoryInitError::PageTables)?;
+    // Safe because the new tables map the shim's code, stack, data and heap
+    // at the addresses they run at now (everything high-half), and the boot
+    // information has been copied out of the loader's memory.
+    unsafe { write_cr3(root.as_u64()) };
+    *FRAMES.lock() = Some(frames);
+    Ok(boot)
+}
+
+fn build_page_tables(boot: &BootInfo, image: &ImageLayout, frames: &mut FrameAllocator) -> Result<PhysAddr, MapError> {
+    const GIGABYTE_PAGES: u32 = 1 << 26; // CPUID.80000001H:EDX
+    let largest_page =
+        if cpuid(0x8000_0001, 0).edx & GIGABYTE_PAGES != 0 { PageSize::Size1G } else { PageSize::Size2M };
+    let mut memory = DirectMap;
+    let mut tables = PageTableBuilder::<X86Paging, _, _>::new(&mut memory, frames)?;
+
+    let data = X86Flags::WRITABLE | X86Flags::NO_EXECUTE | X86Flags::GLOBAL;
+    for range in boot.direct_map_ranges() {
+        tables.map_range(phys_to_virt(range.start.as_u64()), range.start, range.len(), data, largest_page)?;
+    }
+
+    let mut map_image = |(start, end): (u64, u64), flags| {
+        tables.map_range(start, PhysAddr::new(start - KERNEL_VIRT_OFFSET), end - start, flags, PageSize::Size4K)
+    };
+    map_image(image.text, X86Flags::GLOBAL)?;
+    map_image(image.rodata, X86Flags::NO_EXECUTE | X86Flags::GLOBAL)?;
+    let guard = image.boot_stack_guard;
+    map_image((image.data.0, guard), data)?;
+    map_image((guard + FRAME_SIZE, image.data.1), data)?;
+    Ok(tables.root())
+}
+
+/// Whether `len` bytes at `address` are shim memory that is certainly
+/// mapped: the image's data and bss (the boot and interrupt stacks) or the
+/// heap. Used by the backtrace walker, which must not fault.
+pub fn is_mapped_shim_memory(address: u64, len: u64) -> bool {
+    let Some(end) = address.checked_add(len) else { return false };
+    let image = image_layout();
+    let in_range = |start: u64, stop: u64| start <= address && end <= stop;
+    let heap = HEAP_VIRT.load(Ordering::Relaxed);
+    let in_boot_stack_guard = address < image.boot_stack_guard + FRAME_SIZE && end > image.boot_stack_guard;
+    (in_range(image.data.0, image.data.1) && !in_boot_stack_guard) || (heap != 0 && in_range(heap, heap + HEAP_SIZE))
+}
+
+/// Runs `f` with the frame allocator.
+pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
+    let mut frames = FRAMES.lock();
+    f(frames.as_mut().expect("the frame allocator exists once memory::init has run"))
+}
+
+/// Fills a frame owned by the caller with zeroes.
+pub fn zero_frame(frame: PhysAddr) {
+    // Safe because the frame is RAM covered by the direct map and the
+    // caller owns it (it came from the frame allocator).
+    unsafe { core::ptr::write_bytes(phys_to_virt(frame.as_u64()) as *mut u8, 0, FRAME_SIZE as usize) };
+}
+
+/// Writes a u32 at the start of a frame owned by the caller.
+pub fn write_u32(frame: PhysAddr, value: u32) {
+    // Safe for the same reasons as `zero_frame`.
+    unsafe { core::ptr::write_volatile(phys_to_virt(frame.as_u64()) as *mut u32, value) };
+}
+
+/// The contents of a boot module. Modules are reserved at boot and never
+/// handed to the frame allocator, so the bytes stay valid forever.
+pub fn module_bytes(module: &l0_shim::boot_info::BootModule) -> &'static [u8] {
+    // Safe because the module lies in memory the direct map covers (the
+    // loader's map lists it), it is reserved for good, and nothing writes it.
+    unsafe {
+        core::slice::from_raw_parts(phys_to_virt(module.range.start.as_u64()) as *const u8, module.range.len() as usize)
+    }
+}
+
+pub fn heap_size() -> u64 {
+    HEAP_SIZE
+}

@@ -1,0 +1,12 @@
+//! The shim's kernel proper: safe Rust over the `arch` layer.
+
+pub mod backtrace;
+pub mod boot;
+pub mod configuration;
+pub mod console;
+pub mod heap;
+pub mod memory;
+pub mod percpu;
+pub mod shutdown;
+pub mod traps;
+pub mod vmx;

@@ -1,0 +1,97 @@
+//! Per-CPU state, reached through GS: each CPU's GS base points at its own
+//! `PerCpu`, whose first word points at itself, so `current()` is one load.
+//!
+//! Only the bootstrap CPU runs today. Everything a CPU owns (descriptor
+//! tables, interrupt stacks, later its VMXON region and current VMCS) hangs
+//! off its `PerCpu`, so starting the others is a matter of allocating one
+//! each and running `install` on them.
+
+use alloc::boxed::Box;
+use core::arch::asm;
+
+use l0_shim::memory::PhysAddr;
+use spin::Once;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+use crate::arch::cpu::write_msr;
+use crate::arch::descriptors::{ist, new_tss, Gdt, Idt};
+
+const IA32_GS_BASE: u32 = 0xc000_0101;
+const INTERRUPT_STACK_SIZE: usize = 16 * 1024;
+
+/// One CPU's interrupt stacks, one per IST slot.
+#[repr(C, align(16))]
+pub struct InterruptStacks([[u8; INTERRUPT_STACK_SIZE]; ist::COUNT]);
+
+impl InterruptStacks {
+    const fn new() -> Self {
+        Self([[0; INTERRUPT_STACK_SIZE]; ist::COUNT])
+    }
+
+    fn tops(&self) -> [VirtAddr; ist::COUNT] {
+        core::array::from_fn(|slot| VirtAddr::from_ptr(self.0[slot].as_ptr_range().end))
+    }
+}
+
+/// The bootstrap CPU needs its stacks before the heap exists.
+static mut BOOT_CPU_INTERRUPT_STACKS: InterruptStacks = InterruptStacks::new();
+static BOOT_CPU_TSS: Once<TaskStateSegment> = Once::new();
+static BOOT_CPU_GDT: Once<Gdt> = Once::new();
+/// One IDT serves every CPU: the stubs and IST slots are the same for all.
+static IDT: Once<Idt> = Once::new();
+
+/// Loads the bootstrap CPU's GDT, TSS and the IDT. Runs first thing after
+/// the console, so that every later fault is reported instead of silently
+/// triple-faulting the machine.
+pub fn install_boot_cpu_trap_tables() -> &'static Gdt {
+    let tss = BOOT_CPU_TSS.call_once(|| {
+        // Safe because only the bootstrap CPU runs this, once (Once), and
+        // only the address of the stacks is taken; the CPU itself is their
+        // only user from then on.
+        let stacks = unsafe { &*core::ptr::addr_of!(BOOT_CPU_INTERRUPT_STACKS) };
+        new_tss(stacks.tops())
+    });
+    let gdt = BOOT_CPU_GDT.call_once(|| Gdt::new(tss));
+    gdt.load();
+    IDT.call_once(|| Idt::new(gdt.selectors.kernel_code)).load();
+    gdt
+}
+
+#[repr(C)]
+pub struct PerCpu {
+    /// Must stay the first field: `current()` reads it at GS:0.
+    this: *const PerCpu,
+    pub index: u32,
+    pub apic_id: u32,
+    pub gdt: &'static Gdt,
+    /// Set once this CPU is in VMX root operation.
+    pub vmxon_region: Once<PhysAddr>,
+}
+
+// Safe because a PerCpu is only mutated by its own CPU, before it is shared.
+unsafe impl Sync for PerCpu {}
+
+/// Creates the bootstrap CPU's per-CPU block and points GS at it.
+pub fn init_boot_cpu(gdt: &'static Gdt) -> &'static PerCpu {
+    let apic_id = crate::arch::cpu::cpuid(1, 0).ebx >> 24;
+    install(Box::new(PerCpu { this: core::ptr::null(), index: 0, apic_id, gdt, vmxon_region: Once::new() }))
+}
+
+fn install(per_cpu: Box<PerCpu>) -> &'static PerCpu {
+    let per_cpu = Box::leak(per_cpu);
+    per_cpu.this = per_cpu;
+    // Safe because the block lives forever (leaked) and GS is not used for
+    // anything else in the shim.
+    unsafe { write_msr(IA32_GS_BASE, per_cpu as *const PerCpu as u64) };
+    per_cpu
+}
+
+pub fn current() -> &'static PerCpu {
+    let this: *const PerCpu;
+    // Safe because GS:0 holds the self-pointer of this CPU's leaked block
+    // once `install` ran, which happens before anything calls `current`.
+    unsafe { asm!("mov {}, gs:[0]", out(reg) this, options(nostack, readonly, preserves_flags)) };
+    // Safe because the block is leaked and never freed.
+    unsafe { &*this }
+}

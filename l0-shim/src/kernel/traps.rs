@@ -1,0 +1,155 @@
+//! What happens when the CPU traps into the shim.
+//!
+//! A fault in the shim itself is a bug: it is reported with everything
+//! needed to find it (vector, error code, registers, CR2, a frame-pointer
+//! backtrace whose addresses `addr2line -e l0-shim.elf` resolves) and the
+//! machine stops. Guests never reach these handlers: their exceptions arrive
+//! as VM exits.
+
+use core::fmt::Write;
+
+use crate::arch::cpu::{read_cr2, read_cr3};
+use crate::kernel::backtrace;
+use crate::kernel::console;
+use crate::kernel::shutdown::{power_off, Outcome};
+
+/// The registers as traps.s saves them, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    // Pushed by the CPU.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const EXCEPTION_NAMES: [(&str, &str); 32] = [
+    ("#DE", "divide error"),
+    ("#DB", "debug"),
+    ("NMI", "non-maskable interrupt"),
+    ("#BP", "breakpoint"),
+    ("#OF", "overflow"),
+    ("#BR", "bound range exceeded"),
+    ("#UD", "invalid opcode"),
+    ("#NM", "device not available"),
+    ("#DF", "double fault"),
+    ("", "coprocessor segment overrun"),
+    ("#TS", "invalid TSS"),
+    ("#NP", "segment not present"),
+    ("#SS", "stack-segment fault"),
+    ("#GP", "general protection"),
+    ("#PF", "page fault"),
+    ("", "reserved"),
+    ("#MF", "x87 floating-point error"),
+    ("#AC", "alignment check"),
+    ("#MC", "machine check"),
+    ("#XM", "SIMD floating-point exception"),
+    ("#VE", "virtualization exception"),
+    ("#CP", "control protection"),
+    ("", "reserved"),
+    ("", "reserved"),
+    ("", "reserved"),
+    ("", "reserved"),
+    ("", "reserved"),
+    ("", "reserved"),
+    ("#HV", "hypervisor injection"),
+    ("#VC", "VMM communication"),
+    ("#SX", "security exception"),
+    ("", "reserved"),
+];
+
+const PAGE_FAULT: u64 = 14;
+
+#[no_mangle]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.vector < 32 {
+        report_exception(frame);
+        power_off(Outcome::Failure);
+    }
+    // No device interrupts are enabled yet: an external interrupt here
+    // means a device or another CPU is misconfigured. Note it and go on.
+    log::warn!("unexpected interrupt vector {} at RIP {:#x}", frame.vector, frame.rip);
+}
+
+fn report_exception(frame: &TrapFrame) {
+    let (mnemonic, name) = EXCEPTION_NAMES[frame.vector as usize];
+    let mut report = ReportWriter;
+    let _ = writeln!(
+        report,
+        "\nFATAL: shim exception {mnemonic} ({name}), vector {}, error code {:#x}{}",
+        frame.vector,
+        frame.error_code,
+        if frame.vector == PAGE_FAULT { page_fault_cause(frame.error_code) } else { "" },
+    );
+    let _ = writeln!(report, "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}", frame.rip, frame.cs, frame.rflags);
+    let _ = writeln!(report, "  RSP {:#018x}  SS {:#06x}", frame.rsp, frame.ss);
+    let _ = writeln!(report, "  CR2 {:#018x}  CR3 {:#018x}", read_cr2(), read_cr3());
+    let registers = [
+        ("RAX", frame.rax),
+        ("RBX", frame.rbx),
+        ("RCX", frame.rcx),
+        ("RDX", frame.rdx),
+        ("RSI", frame.rsi),
+        ("RDI", frame.rdi),
+        ("RBP", frame.rbp),
+        ("R8", frame.r8),
+        ("R9", frame.r9),
+        ("R10", frame.r10),
+        ("R11", frame.r11),
+        ("R12", frame.r12),
+        ("R13", frame.r13),
+        ("R14", frame.r14),
+        ("R15", frame.r15),
+    ];
+    for row in registers.chunks(3) {
+        let _ = write!(report, " ");
+        for (name, value) in row {
+            let _ = write!(report, " {name:>3} {value:#018x}");
+        }
+        let _ = writeln!(report);
+    }
+    backtrace::write(&mut report, Some(frame.rip), frame.rbp);
+}
+
+fn page_fault_cause(error_code: u64) -> &'static str {
+    const PRESENT: u64 = 1 << 0;
+    const WRITE: u64 = 1 << 1;
+    const FETCH: u64 = 1 << 4;
+    match (error_code & PRESENT != 0, error_code & WRITE != 0, error_code & FETCH != 0) {
+        (false, _, true) => " (instruction fetch from an unmapped page)",
+        (true, _, true) => " (instruction fetch from a no-execute page)",
+        (false, true, _) => " (write to an unmapped page)",
+        (false, false, _) => " (read from an unmapped page)",
+        (true, true, _) => " (write to a read-only page)",
+        (true, false, _) => " (protection violation on read)",
+    }
+}
+
+/// Writes a report to the console even if the fault hit while it was locked.
+pub struct ReportWriter;
+
+impl Write for ReportWriter {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        console::print_emergency(format_args!("{text}"));
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Boot images: a GRUB ISO with the shim, its command line, a boot
+//! configuration and the modules that configuration names.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::workspace;
+
+/// A boot image ready for an emulator.
+#[derive(Debug, Clone)]
+pub struct BootImage {
+    pub iso: PathBuf,
+    /// The shim ELF inside the image, for resolving backtraces.
+    pub shim_elf: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImageBuilder {
+    command_line: Vec<String>,
+    config: Option<(String, String)>,
+    modules: Vec<(String, PathBuf)>,
+}
+
+impl ImageBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An image for the scenario `images/scenarios/NAME`, with every module
+    /// its guests name taken from `build/guests/` or `images/`.
+    pub fn scenario(name: &str) -> Result<Self, String> {
+        let path = workspace::scenarios_dir().join(name);
+        let text = fs::read_to_string(&path).map_err(|error| {
+            format!("scenario '{name}': cannot read {}: {error} (scenarios: {})", path.display(), list_scenarios())
+        })?;
+        let module_name = format!("scenarios/{name}");
+        let mut builder = Self::new().config(&module_name, &text);
+        for module in modules_named_by(&module_name, &text) {
+            let file = find_module_file(&module).ok_or_else(|| {
+                format!(
+                    "scenario '{name}' needs the module '{module}', which is neither in {} nor in {}",
+                    workspace::guest_build_dir().display(),
+                    workspace::root().join("images").display()
+                )
+            })?;
+            builder = builder.module(&module, file);
+        }
+        Ok(builder)
+    }
+
+    /// Words for the shim's command line (see l0-shim/src/boot_options.rs).
+    pub fn command_line(mut self, words: &str) -> Self {
+        self.command_line.extend(words.split_whitespace().map(str::to_string));
+        self
+    }
+
+    /// The boot configuration, as a module called `name`.
+    pub fn config(mut self, name: &str, text: &str) -> Self {
+        self.config = Some((name.to_string(), text.to_string()));
+        self
+    }
+
+    pub fn module(mut self, name: &str, file: PathBuf) -> Self {
+        self.modules.push((name.to_string(), file));
+        self
+    }
+
+    /// Writes the ISO into `dir` (which must be private to the caller).
+    pub fn build(&self, dir: &Path) -> Result<BootImage, String> {
+        let shim = workspace::shim_elf()?;
+        let tree = dir.join("iso");
+        let modules_dir = tree.join("boot/modules");
+        fs::create_dir_all(tree.join("boot/grub")).map_err(io_error("creating the ISO tree"))?;
+        fs::create_dir_all(&modules_dir).map_err(io_error("creating the ISO tree"))?;
+        let shim_in_image = tree.join("boot/l0-shim.elf");
+        fs::copy(&shim, &shim_in_image).map_err(io_error("copying the shim"))?;
+
+        let mut command_line = self.command_line.clone();
+        let mut modules: Vec<(String, PathBuf)> = Vec::new();
+        if let Some((name, text)) = &self.config {
+            let file = dir.join("boot-config");
+            fs::write(&file, text).map_err(io_error("writing the boot configuration"))?;
+            command_line.push(format!("config={name}"));
+            modules.push((name.clone(), file));
+        }
+        modules.extend(self.modules.iter().cloned());
+
+        let mut grub = String::from("set timeout=0\nset default=0\nmenuentry \"Matryoshka\" {\n");
+        let _ = writeln!(grub, "    multiboot2 /boot/l0-shim.elf {}", command_line.join(" "));
+        for (index, (name, file)) in modules.iter().enumerate() {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(format!("module name '{name}' must be one word"));
+            }
+            fs::copy(file, modules_dir.join(index.to_string()))
+                .map_err(io_error(&format!("copying module {}", file.display())))?;
+            let _ = writeln!(grub, "    module2 /boot/modules/{index} {name}");
+        }
+        grub.push_str("    boot\n}\n");
+        fs::write(tree.join("boot/grub/grub.cfg"), grub).map_err(io_error("writing grub.cfg"))?;
+
+        let iso = dir.join("matryoshka.iso");
+        let output = Command::new("grub-mkrescue")
+            .arg("-o")
+            .arg(&iso)
+            .arg(&tree)
+            .output()
+            .map_err(|error| format!("cannot run grub-mkrescue ({error}); run `make deps` to install it"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "grub-mkrescue failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(BootImage { iso, shim_elf: shim_in_image })
+    }
+}
+
+/// The modules (kernels, ramdisks) the valid guests of a configuration name.
+fn modules_named_by(file_name: &str, text: &str) -> Vec<String> {
+    let parsed = matryoshka_config::parse(file_name, text);
+    let mut names = Vec::new();
+    for guest in &parsed.config.guests {
+        for name in std::iter::once(&guest.kernel).chain(guest.ramdisk.as_ref()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+fn find_module_file(name: &str) -> Option<PathBuf> {
+    [workspace::guest_build_dir().join(name), workspace::root().join("images").join(name)]
+        .into_iter()
+        .find(|path| path.is_file())
+}
+
+pub fn list_scenarios() -> String {
+    let mut names: Vec<String> = fs::read_dir(workspace::scenarios_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.join(", ")
+}
+
+fn io_error(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |error| format!("{what}: {error}")
+}

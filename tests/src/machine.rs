@@ -1,0 +1,354 @@
+//! A booted emulator: Bochs (emulated VMX) or QEMU TCG (no VMX, faster).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::image::BootImage;
+
+/// Bochs's Skylake-X model: EPT, VPID, unrestricted guest, VMCS shadowing.
+pub const BOCHS_VMX_CPU: &str = "corei7_skylake_x";
+/// Instructions per emulated second. Linux guests are told the same rate as
+/// their TSC frequency (see PLATFORM.md), so it must stay consistent.
+pub const BOCHS_IPS: u64 = 50_000_000;
+/// The shim's last console line before it ends the machine.
+const STOPPING_SUCCESS: &str = "shim: stopping (success)";
+const STOPPING_FAILURE: &str = "shim: stopping (failure)";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emulator {
+    Bochs { cpu_model: String },
+    Qemu,
+}
+
+impl Emulator {
+    pub fn bochs() -> Self {
+        Self::Bochs { cpu_model: BOCHS_VMX_CPU.to_string() }
+    }
+
+    pub fn bochs_with_cpu(cpu_model: &str) -> Self {
+        Self::Bochs { cpu_model: cpu_model.to_string() }
+    }
+
+    /// The `exit=` word the shim needs to end this emulator.
+    pub fn shim_exit_option(&self) -> &'static str {
+        match self {
+            Self::Bochs { .. } => "exit=bochs",
+            Self::Qemu => "exit=qemu",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    pub emulator: Emulator,
+    pub memory_mib: u32,
+    /// The machine is killed when it runs longer (wall time).
+    pub timeout: Duration,
+}
+
+impl MachineConfig {
+    pub fn new(emulator: Emulator) -> Self {
+        Self { emulator, memory_mib: 256, timeout: Duration::from_secs(120) }
+    }
+}
+
+/// How a machine ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The shim reported success and ended the emulator.
+    Success,
+    /// The shim reported a failure and ended the emulator in order.
+    Failure,
+    /// The emulator ended without the shim saying so: a triple fault, an
+    /// emulator panic, or a crash.
+    Crashed(String),
+    TimedOut,
+}
+
+pub struct Machine {
+    child: Child,
+    dir: PathBuf,
+    serial_path: PathBuf,
+    emulator: Emulator,
+    shim_elf: PathBuf,
+    started: Instant,
+    deadline: Instant,
+    /// How far `expect` has read the console.
+    consumed: usize,
+    exit: Option<Exit>,
+}
+
+impl Machine {
+    /// Boots `image`; the machine's files go to `dir`, which must be private
+    /// to this machine.
+    pub fn boot(image: &BootImage, config: &MachineConfig, dir: &Path) -> Result<Self, String> {
+        let serial_path = dir.join("console.log");
+        let mut command = match &config.emulator {
+            Emulator::Bochs { cpu_model } => bochs_command(image, config, cpu_model, dir, &serial_path)?,
+            Emulator::Qemu => qemu_command(image, config, &serial_path),
+        };
+        let terminal = fs::File::create(dir.join("emulator-output.log")).map_err(|e| e.to_string())?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(terminal.try_clone().map_err(|e| e.to_string())?)
+            .stderr(terminal)
+            // Its own process group: Ctrl-C reaches the harness only, and
+            // teardown kills the emulator with everything it started.
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("cannot start {:?}: {error} (run `make deps`)", config.emulator))?;
+        let started = Instant::now();
+        Ok(Self {
+            child,
+            dir: dir.to_path_buf(),
+            serial_path,
+            emulator: config.emulator.clone(),
+            shim_elf: image.shim_elf.clone(),
+            started,
+            deadline: started + config.timeout,
+            consumed: 0,
+            exit: None,
+        })
+    }
+
+    /// Everything the shim has written to its console so far.
+    pub fn console(&self) -> String {
+        fs::read(&self.serial_path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+    }
+
+    /// Waits for a console line containing `needle` that comes after the
+    /// previous expected line, and returns it.
+    pub fn expect(&mut self, needle: &str) -> Result<String, String> {
+        loop {
+            let console = self.console();
+            let unread = &console[self.consumed.min(console.len())..];
+            let mut offset = self.consumed;
+            for line in unread.split_inclusive('\n') {
+                if !line.ends_with('\n') && self.exit.is_none() {
+                    break; // the rest of the line may still come
+                }
+                offset += line.len();
+                if line.contains(needle) {
+                    self.consumed = offset;
+                    return Ok(line.trim_end().to_string());
+                }
+            }
+            if let Some(exit) = &self.exit {
+                return Err(self.failure(&format!("the machine ended ({exit:?}) before printing '{needle}'")));
+            }
+            match self.try_exit() {
+                Some(Exit::TimedOut) => return Err(self.failure(&format!("timed out waiting for '{needle}'"))),
+                Some(_) => {} // read the console once more: the line may have come last
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Waits for the machine to end on its own (or kills it at the deadline).
+    pub fn wait(&mut self) -> Exit {
+        loop {
+            if let Some(exit) = self.try_exit() {
+                return exit;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the end and checks that it is `expected`.
+    pub fn expect_exit(&mut self, expected: Exit) -> Result<(), String> {
+        let exit = self.wait();
+        if exit == expected {
+            Ok(())
+        } else {
+            Err(self.failure(&format!("expected the machine to end with {expected:?}, but it ended with {exit:?}")))
+        }
+    }
+
+    /// The machine's end if it has ended (killing it at the deadline).
+    pub fn try_exit(&mut self) -> Option<Exit> {
+        if self.poll_exit().is_none() && Instant::now() >= self.deadline {
+            self.kill();
+            self.exit = Some(Exit::TimedOut);
+        }
+        self.exit.clone()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn poll_exit(&mut self) -> Option<Exit> {
+        if self.exit.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(self.classify(status));
+            }
+        }
+        self.exit.clone()
+    }
+
+    fn classify(&self, status: ExitStatus) -> Exit {
+        let console = self.console();
+        let said = |line: &str| console.contains(line);
+        let code = status.code();
+        let (success_code, failure_code) = match self.emulator {
+            Emulator::Bochs { .. } => (0, 1),
+            Emulator::Qemu => (1, 3),
+        };
+        match code {
+            Some(code) if code == success_code && said(STOPPING_SUCCESS) => Exit::Success,
+            Some(code) if code == failure_code && said(STOPPING_FAILURE) => Exit::Failure,
+            _ => Exit::Crashed(format!("emulator {status}{}", self.emulator_complaint())),
+        }
+    }
+
+    /// The emulator's own last words, e.g. Bochs's triple-fault panic.
+    fn emulator_complaint(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("bochs.log")).unwrap_or_default();
+        log.lines()
+            .rev()
+            .find(|line| line.contains("PANIC") || line.contains("3rd (") || line.contains("shutdown"))
+            .map(|line| format!(": {}", line.trim()))
+            .unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if self.exit.is_none() {
+            // Safe because the pid is our own child's process group.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A failure message with what helps to debug it.
+    pub fn failure(&self, what: &str) -> String {
+        let mut report = format!("{what} (after {:.1} s)\n", self.elapsed().as_secs_f64());
+        let console = self.console();
+        let lines: Vec<&str> = console.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        let _ = writeln!(report, "--- last {} console lines ({}) ---", tail.len(), self.serial_path.display());
+        for line in tail {
+            let _ = writeln!(report, "{line}");
+        }
+        let bochs_log = fs::read_to_string(self.dir.join("bochs.log")).unwrap_or_default();
+        let entry_failures: Vec<&str> = bochs_log
+            .lines()
+            .filter(|line| line.contains("VMENTER FAIL") || line.contains("VMFAIL") || line.contains("PANIC"))
+            .collect();
+        if !entry_failures.is_empty() {
+            let _ = writeln!(report, "--- Bochs VM-entry failures and panics ---");
+            for line in entry_failures.iter().rev().take(20).rev() {
+                let _ = writeln!(report, "{line}");
+            }
+        }
+        let resolved = resolve_backtraces(&console, &self.shim_elf);
+        if !resolved.is_empty() {
+            let _ = writeln!(report, "--- shim backtrace, resolved ---\n{resolved}");
+        }
+        report
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Resolves the addresses of the shim's backtraces with addr2line, one
+/// line per address listing the inlined functions innermost first.
+pub fn resolve_backtraces(console: &str, shim_elf: &Path) -> String {
+    let addresses: Vec<&str> = console
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            line.starts_with('#').then(|| line.split_whitespace().nth(1)).flatten()
+        })
+        .filter(|word| word.starts_with("0x"))
+        .collect();
+    if addresses.is_empty() {
+        return String::new();
+    }
+    let Ok(output) =
+        Command::new("addr2line").args(["-a", "-i", "-f", "-C", "-e"]).arg(shim_elf).args(&addresses).output()
+    else {
+        return String::new();
+    };
+    // With -a, each address starts a group of (function, location) pairs.
+    let mut resolved = String::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if line.starts_with("0x") {
+            if !resolved.is_empty() {
+                resolved.push('\n');
+            }
+            resolved.push_str(line);
+        } else if !line.contains('/') && !line.starts_with("??:") {
+            let _ = write!(resolved, " {line}");
+        }
+    }
+    resolved.push('\n');
+    resolved
+}
+
+fn bochs_command(
+    image: &BootImage,
+    config: &MachineConfig,
+    cpu_model: &str,
+    dir: &Path,
+    serial: &Path,
+) -> Result<Command, String> {
+    let memory = if config.memory_mib <= 2048 {
+        format!("megs: {}", config.memory_mib)
+    } else {
+        format!("memory: guest={}, host=2048", config.memory_mib)
+    };
+    let rc = format!(
+        "{memory}
+cpu: model={cpu_model}, count=1, ips={BOCHS_IPS}, reset_on_triple_fault=0
+clock: sync=none, time0=local
+romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot
+vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
+ata0-master: type=cdrom, path={iso}, status=inserted
+boot: cdrom
+com1: enabled=1, mode=file, dev={serial}
+magic_break: enabled=1
+display_library: term
+speaker: enabled=0
+log: {log}
+panic: action=fatal
+error: action=report
+info: action=ignore
+",
+        iso = image.iso.display(),
+        serial = serial.display(),
+        log = dir.join("bochs.log").display(),
+    );
+    let rc_path = dir.join("bochsrc");
+    fs::write(&rc_path, rc).map_err(|error| format!("writing {}: {error}", rc_path.display()))?;
+    // The debugger is compiled into Debian's Bochs and stops before the
+    // first instruction: continue, and quit at the shim's magic breakpoint.
+    let commands = dir.join("bochs-commands");
+    fs::write(&commands, "c\nquit\n").map_err(|error| format!("writing {}: {error}", commands.display()))?;
+    // The term display needs a terminal; `script` gives it a pty.
+    let mut command = Command::new("script");
+    command
+        .args(["-qfec"])
+        .arg(format!("bochs -q -f {} -rc {}", rc_path.display(), commands.display()))
+        .arg("/dev/null");
+    Ok(command)
+}
+
+fn qemu_command(image: &BootImage, config: &MachineConfig, serial: &Path) -> Command {
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-m", &config.memory_mib.to_string(), "-cdrom"])
+        .arg(&image.iso)
+        .args(["-boot", "d", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    command
+}

@@ -1,0 +1,51 @@
+//! Where things are, and building the shim once per process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository's top directory.
+pub fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_path_buf()
+    })
+}
+
+pub fn scenarios_dir() -> PathBuf {
+    root().join("images/scenarios")
+}
+
+/// Where guest images built by the project land (later issues add them).
+pub fn guest_build_dir() -> PathBuf {
+    root().join("build/guests")
+}
+
+/// Builds the shim's kernel ELF (release, bare-metal configuration) once
+/// per process and returns its path. Cargo makes repeated builds cheap.
+pub fn shim_elf() -> Result<PathBuf, String> {
+    static SHIM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    SHIM.get_or_init(build_shim).clone()
+}
+
+fn build_shim() -> Result<PathBuf, String> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["--config", ".cargo/bare-metal.toml", "build", "--release", "--quiet"])
+        .args(["-p", "l0-shim", "--features", "kernel"])
+        // A cargo test run exports variables meant for the host build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .map_err(|error| format!("cannot run cargo to build the shim: {error}"))?;
+    if !status.success() {
+        return Err(format!("building the shim failed ({status})"));
+    }
+    let elf = root().join("target/bare/x86_64-unknown-linux-gnu/release/l0-shim");
+    if elf.is_file() {
+        Ok(elf)
+    } else {
+        Err(format!("the shim build succeeded but {} is missing", elf.display()))
+    }
+}

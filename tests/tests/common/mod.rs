@@ -1,0 +1,34 @@
+//! Shared set-up for the emulator tests.
+
+use std::time::Duration;
+
+use matryoshka_tests::{BootImage, Emulator, ImageBuilder, Machine, MachineConfig};
+use tempfile::TempDir;
+
+/// A booted machine with its private directory (kept alive with it).
+pub struct Booted {
+    pub machine: Machine,
+    pub image: BootImage,
+    pub dir: TempDir,
+}
+
+/// Builds `builder` with the exit option for `emulator` and boots it.
+pub fn boot(builder: ImageBuilder, emulator: Emulator) -> Booted {
+    let dir = tempfile::Builder::new().prefix("matryoshka-test-").tempdir().expect("temporary directory");
+    let image = builder.command_line(emulator.shim_exit_option()).build(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let config = MachineConfig { timeout: Duration::from_secs(120), ..MachineConfig::new(emulator) };
+    let machine = Machine::boot(&image, &config, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    Booted { machine, image, dir }
+}
+
+impl Booted {
+    /// Waits for a console line containing `needle`; fails the test with
+    /// the machine's diagnostics otherwise.
+    pub fn expect(&mut self, needle: &str) -> String {
+        self.machine.expect(needle).unwrap_or_else(|report| panic!("{report}"))
+    }
+
+    pub fn expect_exit(&mut self, exit: matryoshka_tests::Exit) {
+        self.machine.expect_exit(exit).unwrap_or_else(|report| panic!("{report}"))
+    }
+}
