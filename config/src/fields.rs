@@ -5,7 +5,7 @@
 //! the readers only check ranges and meanings.
 
 use crate::parser::{Entry, Value};
-use crate::report::Report;
+use crate::report::{quoted, Report};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -48,7 +48,7 @@ impl<'e, 'r> Fields<'e, 'r> {
             if let Some(first) = remaining.get(entry.key.as_str()) {
                 // A broken repeat already has its syntax error.
                 if entry.value.is_some() {
-                    let message = format!("key '{}' is already set on line {}", entry.key, first.line);
+                    let message = format!("key {} is already set on line {}", quoted(&entry.key), first.line);
                     report.error(entry.line, Some(&entry.key), message);
                 }
             } else {
@@ -159,7 +159,7 @@ impl<'e, 'r> Fields<'e, 'r> {
         for (key, entry) in unknown {
             // A broken statement with an unknown key already has its error.
             if entry.value.is_some() {
-                self.error(entry.line, key, format!("unknown key '{key}' {section}"));
+                self.error(entry.line, key, format!("unknown key {} {section}", quoted(key)));
             }
         }
         self.has_errors()

@@ -32,8 +32,12 @@ pub struct GuestConfig {
     pub max_vcpus: u32,
     /// The boot module holding the kernel.
     pub kernel: String,
+    /// Line of the `kernel` key, for errors found later (e.g. no such module).
+    pub kernel_line: u32,
     /// The boot module holding the initial ramdisk.
     pub ramdisk: Option<String>,
+    /// Line of the `ramdisk` key, when there is one.
+    pub ramdisk_line: Option<u32>,
     /// Empty when none is given.
     pub cmdline: String,
     /// `nestedhvm`: whether the guest may itself run VMX guests.
@@ -104,9 +108,12 @@ pub(crate) fn read_guest(
     check_guest_type(&mut fields);
     let memory_mib = read_memory(&mut fields, section.line);
     let (vcpus, max_vcpus) = read_vcpus(&mut fields);
-    let kernel = fields.text("kernel", "the name of a boot module in quotes");
+    let kernel = read_module_name(&mut fields, "kernel");
+    let kernel_line = lookup_line(&kernel).unwrap_or(section.line);
     let kernel = fields.require(kernel, "kernel", section.line, "every guest needs kernel = \"boot module name\"");
-    let ramdisk = fields.text("ramdisk", "the name of a boot module in quotes").value();
+    let ramdisk = read_module_name(&mut fields, "ramdisk");
+    let ramdisk_line = lookup_line(&ramdisk);
+    let ramdisk = ramdisk.value();
     let cmdline = read_cmdline(&mut fields);
     check_hap(&mut fields);
     let nested_hvm = fields.boolean("nestedhvm").value().unwrap_or(false);
@@ -125,7 +132,9 @@ pub(crate) fn read_guest(
             vcpus,
             max_vcpus,
             kernel: kernel.into(),
+            kernel_line,
             ramdisk: ramdisk.map(Into::into),
+            ramdisk_line,
             cmdline,
             nested_hvm,
             cpuid,
@@ -181,6 +190,24 @@ fn read_memory(fields: &mut Fields, section_line: u32) -> Option<u64> {
         }
     }
     memory
+}
+
+fn lookup_line<T>(lookup: &Lookup<T>) -> Option<u32> {
+    match lookup {
+        Lookup::Found { line, .. } => Some(*line),
+        _ => None,
+    }
+}
+
+/// `kernel` and `ramdisk` name boot modules; no module has an empty name.
+fn read_module_name<'e>(fields: &mut Fields<'e, '_>, key: &str) -> Lookup<&'e str> {
+    match fields.text(key, "the name of a boot module in quotes") {
+        Lookup::Found { value: "", line } => {
+            fields.error(line, key, "expected the name of a boot module, got an empty string");
+            Lookup::Invalid
+        }
+        other => other,
+    }
 }
 
 /// `(vcpus, max_vcpus)`, defaulting to one vCPU.
@@ -301,7 +328,9 @@ mod tests {
                 vcpus: 1,
                 max_vcpus: 1,
                 kernel: "vmlinuz".into(),
+                kernel_line: 3,
                 ramdisk: None,
+                ramdisk_line: None,
                 cmdline: String::new(),
                 nested_hvm: false,
                 cpuid: CpuidPolicy::default(),
@@ -327,6 +356,7 @@ mod tests {
         assert_eq!(guest.line, 3);
         assert_eq!((guest.memory_mib, guest.vcpus, guest.max_vcpus), (2048, 3, 64));
         assert_eq!((guest.kernel.as_str(), guest.ramdisk.as_deref()), ("k", Some("r")));
+        assert_eq!((guest.kernel_line, guest.ramdisk_line), (11, Some(12)));
         assert_eq!(guest.cmdline, "console=ttyS0");
         assert!(guest.nested_hvm);
         assert_eq!(guest.cpuid.mask_for(1, 0).unwrap().apply(CpuidRegister::Ecx, 0, u32::MAX), 0x7fff_ffff);
@@ -428,6 +458,9 @@ mod tests {
     fn kernel_and_ramdisk() {
         guest_error("name = 'vm'\nmemory = 1\n", 1, "kernel", "key 'kernel' is missing");
         guest_error("name = 'vm'\nmemory = 1\nkernel = []\n", 3, "kernel", "expected the name of a boot module");
+        guest_error("name = 'vm'\nmemory = 1\nkernel = ''\n", 3, "kernel", "got an empty string");
+        guest_error(&minimal_guest("ramdisk = \"\"\n"), 4, "ramdisk", "got an empty string");
+        assert_eq!(only_guest(&minimal_guest("ramdisk = 'initrd'\n")).ramdisk.as_deref(), Some("initrd"));
         guest_error(
             &minimal_guest("ramdisk = 1\n"),
             4,

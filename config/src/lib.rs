@@ -63,7 +63,7 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::vec::Vec;
 use parser::{Section, SectionKind};
-use report::Report;
+use report::{quoted, Report};
 
 /// Everything the shim needs to boot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,7 +104,8 @@ pub fn parse(file_name: &str, text: &str) -> Parsed {
         match section.kind {
             SectionKind::BeforeFirstHeader if has_headers => {
                 for entry in section.entries.iter().filter(|entry| entry.value.is_some()) {
-                    let message = format!("key '{}' is outside a section: put it under [shim] or [guest]", entry.key);
+                    let message =
+                        format!("key {} is outside a section: put it under [shim] or [guest]", quoted(&entry.key));
                     report.error(entry.line, Some(&entry.key), message);
                 }
             }

@@ -203,9 +203,10 @@ fn dotted(address: [u8; 4]) -> String {
     format!("{a}.{b}.{c}.{d}")
 }
 
-/// The token list, or `None` if any entry is wrong (the default, no tokens,
-/// then applies). Messages name entries by position and never repeat their
-/// text: any part of it could be a secret.
+/// The valid entries of the token list. A wrong entry is reported and left
+/// out, like a bad line in an SSH authorized_keys file: one typo must not
+/// lock every tenant and the admin out. Messages name entries by position
+/// and never repeat their text: any part of it could be a secret.
 fn read_tokens(fields: &mut Fields) -> Option<Vec<AccessToken>> {
     let what = "a list like [\"role=admin,secret=...\", \"tenant=NAME,secret=...\"]";
     let Lookup::Found { value: entries, line } = fields.list("tokens", what) else {
@@ -214,7 +215,6 @@ fn read_tokens(fields: &mut Fields) -> Option<Vec<AccessToken>> {
     let mut tokens: Vec<AccessToken> = Vec::new();
     // Secret -> number of the entry that gave it.
     let mut secrets_in_use: BTreeMap<String, usize> = BTreeMap::new();
-    let mut any_error = false;
     for (index, entry) in entries.iter().enumerate() {
         let entry_number = index + 1;
         let token = match entry {
@@ -233,11 +233,10 @@ fn read_tokens(fields: &mut Fields) -> Option<Vec<AccessToken>> {
             Err(problem) => {
                 let message = format!("tokens entry {entry_number}: {problem}");
                 fields.error(line, "tokens", message);
-                any_error = true;
             }
         }
     }
-    (!any_error).then_some(tokens)
+    Some(tokens)
 }
 
 /// One `KEY=VALUE,KEY=VALUE` token spec.
@@ -456,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn token_errors_name_the_entry_and_drop_all_tokens() {
+    fn token_errors_name_the_entry_and_drop_only_that_entry() {
         let good = "'role=admin,secret=0123456789abcdef'";
         for (entry, message) in [
             ("1", "tokens entry 2: expected a string \"tenant=NAME,secret=...\", got a number"),
@@ -491,7 +490,8 @@ mod tests {
             ),
         ] {
             let parsed = shim_error(&format!("tokens = [{good}, {entry}]\n"), 2, "tokens", message);
-            assert!(parsed.config.shim.tokens.is_empty(), "{entry}");
+            assert_eq!(parsed.config.shim.tokens.len(), 1, "{entry}");
+            assert_eq!(parsed.config.shim.tokens[0].secret, "0123456789abcdef", "{entry}");
         }
         let too_long = "z".repeat(MAX_SECRET_LEN + 1);
         shim_error(

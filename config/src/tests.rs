@@ -650,7 +650,9 @@ proptest! {
                 vcpus,
                 max_vcpus: generated.max_vcpus.unwrap_or(vcpus),
                 kernel: read.kernel.clone(),
+                kernel_line: read.kernel_line,
                 ramdisk: None,
+                ramdisk_line: None,
                 cmdline: String::new(),
                 nested_hvm: generated.nested_hvm,
                 cpuid: expected_cpuid,
@@ -661,6 +663,8 @@ proptest! {
             };
             prop_assert_eq!(read, &expected);
             prop_assert!(read.kernel.starts_with("kernel-"));
+            let kernel_line = text.lines().nth(read.kernel_line as usize - 1).unwrap_or_default();
+            prop_assert!(kernel_line.contains("kernel"), "line {} is {:?}", read.kernel_line, kernel_line);
         }
     }
 

@@ -13,20 +13,24 @@ pub fn check_modules(parsed: &mut Parsed, file: &str, loaded: &[&str]) {
     let available = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
     let mut kept = Vec::with_capacity(parsed.config.guests.len());
     for guest in core::mem::take(&mut parsed.config.guests) {
-        let missing: Vec<(&str, String)> = core::iter::once(("kernel", Some(&guest.kernel)))
-            .chain(core::iter::once(("ramdisk", guest.ramdisk.as_ref())))
-            .filter_map(|(key, name)| name.map(|name| (key, name)))
-            .filter(|(_, name)| !loaded.contains(&name.as_str()))
-            .map(|(key, name)| (key, name.clone()))
+        let references = [
+            ("kernel", Some(&guest.kernel), guest.kernel_line),
+            ("ramdisk", guest.ramdisk.as_ref(), guest.ramdisk_line.unwrap_or(guest.line)),
+        ];
+        let missing: Vec<(&str, String, u32)> = references
+            .into_iter()
+            .filter_map(|(key, name, line)| name.map(|name| (key, name, line)))
+            .filter(|(_, name, _)| !loaded.contains(&name.as_str()))
+            .map(|(key, name, line)| (key, name.clone(), line))
             .collect();
         if missing.is_empty() {
             kept.push(guest);
             continue;
         }
-        for (key, name) in missing {
+        for (key, name, line) in missing {
             parsed.errors.push(ConfigError {
                 file: file.to_string(),
-                line: guest.line,
+                line,
                 key: Some(key.to_string()),
                 message: format!("guest '{}': no boot module named '{name}' (loaded modules: {available})", guest.name),
             });
@@ -74,7 +78,7 @@ kernel = \"vmlinuz\"
         assert_eq!(parsed.rejected_guests[0].name.as_deref(), Some("web"));
         assert_eq!(parsed.errors.len(), 1);
         let message = parsed.errors[0].to_string();
-        assert!(message.starts_with("lab.cfg:2: key 'ramdisk'"), "{message}");
+        assert!(message.starts_with("lab.cfg:6: key 'ramdisk'"), "{message}");
         assert!(message.contains("no boot module named 'initrd' (loaded modules: lab.cfg, vmlinuz)"), "{message}");
     }
 

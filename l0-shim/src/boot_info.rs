@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn copies_command_line_map_and_modules() {
-        let boot = with_boot_info(sample(), |info| BootInfo::from_multiboot2(info)).unwrap();
+        let boot = with_boot_info(sample(), BootInfo::from_multiboot2).unwrap();
         assert_eq!(boot.command_line, "log=debug exit=bochs");
         assert_eq!(boot.loader_name.as_deref(), Some("GRUB 2.06"));
         assert_eq!(boot.memory_map.len(), 4);
@@ -278,8 +278,7 @@ mod tests {
 
     #[test]
     fn missing_memory_map_is_an_error() {
-        let result =
-            with_boot_info(Builder::new().cmdline(CommandLineTag::new("")), |info| BootInfo::from_multiboot2(info));
+        let result = with_boot_info(Builder::new().cmdline(CommandLineTag::new("")), BootInfo::from_multiboot2);
         assert_eq!(result, Err(BootInfoError::NoMemoryMap));
         assert!(BootInfoError::NoMemoryMap.to_string().contains("memory map"));
     }

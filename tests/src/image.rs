@@ -12,7 +12,7 @@ use crate::workspace;
 #[derive(Debug, Clone)]
 pub struct BootImage {
     pub iso: PathBuf,
-    /// The shim ELF inside the image, for resolving backtraces.
+    /// The shim's ELF with its debug info, for resolving backtraces.
     pub shim_elf: PathBuf,
 }
 
@@ -74,8 +74,18 @@ impl ImageBuilder {
         let modules_dir = tree.join("boot/modules");
         fs::create_dir_all(tree.join("boot/grub")).map_err(io_error("creating the ISO tree"))?;
         fs::create_dir_all(&modules_dir).map_err(io_error("creating the ISO tree"))?;
-        let shim_in_image = tree.join("boot/l0-shim.elf");
-        fs::copy(&shim, &shim_in_image).map_err(io_error("copying the shim"))?;
+        // GRUB reads the image through emulated BIOS disk calls: without
+        // its debug info the shim is 30x smaller and boots ~80M ticks sooner.
+        // Backtraces are resolved against the full ELF.
+        let stripped = Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&shim)
+            .arg(tree.join("boot/l0-shim.elf"))
+            .status()
+            .map_err(|error| format!("cannot run objcopy ({error}); run `make deps` to install binutils"))?;
+        if !stripped.success() {
+            return Err(format!("objcopy --strip-debug {} failed ({stripped})", shim.display()));
+        }
 
         let mut command_line = self.command_line.clone();
         let mut modules: Vec<(String, PathBuf)> = Vec::new();
@@ -114,7 +124,7 @@ impl ImageBuilder {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
-        Ok(BootImage { iso, shim_elf: shim_in_image })
+        Ok(BootImage { iso, shim_elf: shim })
     }
 }
 

@@ -119,13 +119,6 @@ pub unsafe fn outw(port: u16, value: u16) {
 }
 
 /// # Safety
-/// See [`outb`].
-pub unsafe fn outl(port: u16, value: u32) {
-    // Safe because the caller upholds this function's contract.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
-}
-
-/// # Safety
 /// See [`outb`]; reading some device registers has side effects.
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;

@@ -17,7 +17,7 @@ pub fn write(out: &mut impl Write, rip: Option<u64>, mut rbp: u64) {
         depth = 1;
     }
     while depth < MAX_FRAMES {
-        if rbp == 0 || rbp % 8 != 0 || !memory::is_mapped_shim_memory(rbp, 16) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !memory::is_mapped_shim_memory(rbp, 16) {
             break;
         }
         // Safe because `rbp` is aligned and lies in memory the shim maps

@@ -9,8 +9,9 @@ use log::{error, info, warn, LevelFilter};
 use multiboot2::{BootInformation, BootInformationHeader};
 
 use crate::arch::cpu::rdtsc;
+use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
-use crate::kernel::{configuration, console, heap, memory, percpu, vmx};
+use crate::kernel::{console, heap, memory, percpu, vmx};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -51,7 +52,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     }
 
     let configuration = configuration::load(&boot, &options);
-    if let (None, Some((_, parsed))) = (options.log_level, &configuration) {
+    if let (None, Configuration::Loaded { parsed, .. }) = (options.log_level, &configuration) {
         console::set_level(level_filter(parsed.config.shim.log_level));
     }
     let vmx = vmx::enable();
@@ -65,9 +66,8 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         Ok(_) => "this shim cannot run guests yet".to_string(),
         Err(error) => format!("no VMX: {error}"),
     };
-    let mut clean = vmx.is_ok();
-    if let Some((file, parsed)) = &configuration {
-        clean &= parsed.is_clean();
+    let clean = vmx.is_ok() && configuration.is_clean();
+    if let Configuration::Loaded { file, parsed } = &configuration {
         for guest in &parsed.config.guests {
             crate::println!("guest {}: not-started ({why_not_started})", guest.name);
         }

@@ -10,22 +10,40 @@ use matryoshka_config::Parsed;
 
 use crate::kernel::memory;
 
-/// The configuration, as far as it could be read: `None` when there is no
-/// usable configuration module (which is reported).
-pub fn load(boot: &BootInfo, options: &BootOptions) -> Option<(&'static str, Parsed)> {
+/// What became of the boot configuration.
+pub enum Configuration {
+    /// Read and parsed (it may still contain errors; see `Parsed::errors`).
+    Loaded { file: &'static str, parsed: Parsed },
+    /// No configuration was given: there are no guests to start.
+    Absent,
+    /// One was named or found but could not be read (already reported).
+    Unreadable,
+}
+
+impl Configuration {
+    pub fn is_clean(&self) -> bool {
+        match self {
+            Self::Loaded { parsed, .. } => parsed.is_clean(),
+            Self::Absent => true,
+            Self::Unreadable => false,
+        }
+    }
+}
+
+pub fn load(boot: &BootInfo, options: &BootOptions) -> Configuration {
     let module = match options.config_module {
         Some(name) => match boot.module(name) {
             Some(module) => module,
             None => {
                 error!("config={name}: no boot module of that name (loaded: {})", module_names(boot).join(", "));
-                return None;
+                return Configuration::Unreadable;
             }
         },
         None => match boot.modules.iter().find(|module| module.name.ends_with(".cfg")) {
             Some(module) => module,
             None => {
                 info!("no boot configuration (no config= option and no module named *.cfg): no guests to start");
-                return None;
+                return Configuration::Absent;
             }
         },
     };
@@ -34,7 +52,7 @@ pub fn load(boot: &BootInfo, options: &BootOptions) -> Option<(&'static str, Par
         Ok(text) => text,
         Err(error) => {
             error!("{}: not UTF-8 text (bad byte at offset {})", module.name, error.valid_up_to());
-            return None;
+            return Configuration::Unreadable;
         }
     };
     // The name outlives the boot information: modules stay loaded for good.
@@ -66,7 +84,7 @@ pub fn load(boot: &BootInfo, options: &BootOptions) -> Option<(&'static str, Par
             u8::from(guest.nested_hvm),
         );
     }
-    Some((file, parsed))
+    Configuration::Loaded { file, parsed }
 }
 
 fn module_names(boot: &BootInfo) -> Vec<&str> {

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
     let exit = loop {
         let console = machine.console();
         if console.len() > printed {
-            let _ = stdout.write_all(console[printed..].as_bytes());
+            let _ = stdout.write_all(&console.as_bytes()[printed..]);
             let _ = stdout.flush();
             printed = console.len();
         }
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
         if let Some(exit) = machine.try_exit() {
             // Print what arrived between the last read and the end.
             let console = machine.console();
-            let _ = stdout.write_all(console[printed.min(console.len())..].as_bytes());
+            let _ = stdout.write_all(&console.as_bytes()[printed.min(console.len())..]);
             break exit;
         }
         std::thread::sleep(Duration::from_millis(50));

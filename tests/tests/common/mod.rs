@@ -1,4 +1,6 @@
 //! Shared set-up for the emulator tests.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use tempfile::TempDir;
 pub struct Booted {
     pub machine: Machine,
     pub image: BootImage,
+    /// Holds the machine's files until the test ends.
     pub dir: TempDir,
 }
 
@@ -31,4 +34,11 @@ impl Booted {
     pub fn expect_exit(&mut self, exit: matryoshka_tests::Exit) {
         self.machine.expect_exit(exit).unwrap_or_else(|report| panic!("{report}"))
     }
+}
+
+/// A file to load as a boot module where only its presence matters.
+pub fn scratch_module(dir: &std::path::Path, name: &str, size: usize) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![0x90u8; size]).expect("writing a scratch module");
+    path
 }

@@ -1,0 +1,51 @@
+# Matryoshka: `make run` and `make test` are all a fresh machine needs.
+
+SCENARIO ?= default
+# Extra arguments for run-scenario, e.g. RUN_ARGS='--emulator qemu' or
+# RUN_ARGS="--cpu core2_penryn_t9600 --shim-args 'log=debug'".
+RUN_ARGS ?=
+
+CARGO ?= cargo
+# After the subcommand: cargo does not forward a global --config to external
+# subcommands such as clippy.
+BARE_METAL_CONFIG = --config .cargo/bare-metal.toml
+SHIM_ELF = target/bare/x86_64-unknown-linux-gnu/release/l0-shim
+
+.PHONY: all deps build image run test test-host lint fmt clean
+
+all: build
+
+deps:
+	@tools/install-deps
+
+build: image
+	$(CARGO) build --workspace
+
+# The shim kernel (bare metal): see .cargo/bare-metal.toml for why it builds
+# apart from the host crates.
+image:
+	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel
+	@echo "shim kernel: $(SHIM_ELF)"
+
+run: deps build
+	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)
+
+# Host unit tests of every crate, then the emulator tests (Bochs and QEMU).
+test: deps image
+	$(CARGO) test --workspace -- --show-output
+
+# Only what runs on the host, in seconds.
+test-host:
+	$(CARGO) test --workspace --lib --bins
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf build
