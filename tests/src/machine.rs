@@ -234,10 +234,7 @@ impl Machine {
             let _ = writeln!(report, "{line}");
         }
         let bochs_log = fs::read_to_string(self.dir.join("bochs.log")).unwrap_or_default();
-        let entry_failures: Vec<&str> = bochs_log
-            .lines()
-            .filter(|line| line.contains("VMENTER FAIL") || line.contains("VMFAIL") || line.contains("PANIC"))
-            .collect();
+        let entry_failures = vm_entry_failures(&bochs_log);
         if !entry_failures.is_empty() {
             let _ = writeln!(report, "--- Bochs VM-entry failures and panics ---");
             for line in entry_failures.iter().rev().take(20).rev() {
@@ -256,6 +253,15 @@ impl Drop for Machine {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The lines of a Bochs log that explain a failure: failed VM entries (with
+/// the reason, which real hardware never gives) and emulator panics.
+pub fn vm_entry_failures(bochs_log: &str) -> Vec<&str> {
+    bochs_log
+        .lines()
+        .filter(|line| line.contains("VMENTER FAIL") || line.contains("VMFAIL") || line.contains("PANIC"))
+        .collect()
 }
 
 /// Resolves the addresses of the shim's backtraces with addr2line, one
@@ -305,6 +311,9 @@ fn bochs_command(
     } else {
         format!("memory: guest={}, host=2048", config.memory_mib)
     };
+    // `sound: driver=dummy`: without it Bochs's mixer thread talks to ALSA,
+    // which on a machine without a sound card can abort Bochs at start-up
+    // ("buffer overflow detected" in mixer_thread).
     let rc = format!(
         "{memory}
 cpu: model={cpu_model}, count=1, ips={BOCHS_IPS}, reset_on_triple_fault=0
@@ -317,6 +326,7 @@ com1: enabled=1, mode=file, dev={serial}
 magic_break: enabled=1
 display_library: term
 speaker: enabled=0
+sound: driver=dummy
 log: {log}
 panic: action=fatal
 error: action=report
@@ -351,4 +361,25 @@ fn qemu_command(image: &BootImage, config: &MachineConfig, serial: &Path) -> Com
         .arg("-serial")
         .arg(format!("file:{}", serial.display()));
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_entry_failures_are_picked_out_of_the_bochs_log() {
+        let log = "00000000000i[CPU0  ] CPU is in long mode\n\
+                   01234567890e[CPU0  ] VMENTER FAIL: VMCS guest invalid CR0\n\
+                   01234567891i[CPU0  ] something harmless\n\
+                   01234567892p[CPU0  ] >>PANIC<< exception(): 3rd (13) exception with no resolution\n";
+        assert_eq!(
+            vm_entry_failures(log),
+            [
+                "01234567890e[CPU0  ] VMENTER FAIL: VMCS guest invalid CR0",
+                "01234567892p[CPU0  ] >>PANIC<< exception(): 3rd (13) exception with no resolution",
+            ]
+        );
+        assert!(vm_entry_failures("all is well\n").is_empty());
+    }
 }
