@@ -100,42 +100,21 @@ const X86_PAT_LARGE: u64 = 1 << 12;
 #[derive(Clone, Copy, Debug)]
 pub enum X86Paging {}
 
-/// Leaf flags for [`X86Paging`]; present is implied.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
-pub struct X86Flags(u64);
-
-impl X86Flags {
-    pub const WRITABLE: Self = Self(X86_WRITABLE);
-    pub const USER: Self = Self(X86_USER);
-    pub const WRITE_THROUGH: Self = Self(1 << 3);
-    pub const CACHE_DISABLE: Self = Self(1 << 4);
-    /// Pre-set accessed/dirty bits spare the walker a locked update.
-    pub const ACCESSED: Self = Self(1 << 5);
-    pub const DIRTY: Self = Self(1 << 6);
-    /// Third bit of the PAT index; placed at bit 7 or 12 as the page size needs.
-    pub const PAT: Self = Self(X86_PAT_4K);
-    pub const GLOBAL: Self = Self(1 << 8);
-    pub const NO_EXECUTE: Self = Self(1 << 63);
-    const ALL: u64 = 0x1fe | (1 << 63);
-
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-    pub const fn bits(self) -> u64 {
-        self.0
-    }
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-}
-
-impl core::ops::BitOr for X86Flags {
-    type Output = Self;
-    fn bitor(self, other: Self) -> Self {
-        self.union(other)
+bitflags::bitflags! {
+    /// Leaf flags for [`X86Paging`]; present is implied.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct X86Flags: u64 {
+        const WRITABLE = X86_WRITABLE;
+        const USER = X86_USER;
+        const WRITE_THROUGH = 1 << 3;
+        const CACHE_DISABLE = 1 << 4;
+        /// Pre-set accessed/dirty bits spare the walker a locked update.
+        const ACCESSED = 1 << 5;
+        const DIRTY = 1 << 6;
+        /// Third bit of the PAT index; placed at bit 7 or 12 as the page size needs.
+        const PAT = X86_PAT_4K;
+        const GLOBAL = 1 << 8;
+        const NO_EXECUTE = 1 << 63;
     }
 }
 
@@ -143,20 +122,20 @@ impl PagingFormat for X86Paging {
     type Flags = X86Flags;
 
     fn table_entry(table: PhysAddr, leaf: X86Flags) -> u64 {
-        (table.0 & ADDR_MASK) | X86_PRESENT | X86_WRITABLE | (leaf.0 & X86_USER)
+        (table.0 & ADDR_MASK) | X86_PRESENT | X86_WRITABLE | (leaf.bits() & X86_USER)
     }
 
     fn widen_table_entry(entry: u64, leaf: X86Flags) -> u64 {
-        entry | (leaf.0 & X86_USER)
+        entry | (leaf.bits() & X86_USER)
     }
 
     fn leaf_entry(phys: PhysAddr, size: PageSize, flags: X86Flags) -> u64 {
         let base = (phys.0 & ADDR_MASK) | X86_PRESENT;
         match size {
-            PageSize::Size4K => base | flags.0,
+            PageSize::Size4K => base | flags.bits(),
             _ => {
                 let pat = if flags.contains(X86Flags::PAT) { X86_PAT_LARGE } else { 0 };
-                base | (flags.0 & !X86_PAT_4K) | X86_PAGE_SIZE | pat
+                base | (flags.bits() & !X86_PAT_4K) | X86_PAGE_SIZE | pat
             }
         }
     }
@@ -179,10 +158,10 @@ impl PagingFormat for X86Paging {
 
     fn leaf_flags(entry: u64, size: PageSize) -> X86Flags {
         match size {
-            PageSize::Size4K => X86Flags(entry & X86Flags::ALL),
+            PageSize::Size4K => X86Flags::from_bits_truncate(entry),
             _ => {
                 let pat = if entry & X86_PAT_LARGE != 0 { X86_PAT_4K } else { 0 };
-                X86Flags((entry & X86Flags::ALL & !X86_PAT_4K) | pat)
+                X86Flags::from_bits_truncate((entry & !X86_PAT_4K) | pat)
             }
         }
     }
@@ -238,50 +217,34 @@ impl MemoryType {
     }
 }
 
-/// Leaf flags for [`EptPaging`]. A leaf needs at least one of read, write and
-/// execute to be present, and write without read is a misconfiguration.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
-pub struct EptFlags(u64);
-
-impl EptFlags {
-    pub const READ: Self = Self(1 << 0);
-    pub const WRITE: Self = Self(1 << 1);
-    /// Execute (for supervisor-mode linear addresses under mode-based control).
-    pub const EXECUTE: Self = Self(1 << 2);
-    pub const IGNORE_PAT: Self = Self(1 << 6);
-    pub const ACCESSED: Self = Self(1 << 8);
-    pub const DIRTY: Self = Self(1 << 9);
-    /// Execute for user-mode linear addresses, under mode-based execute control.
-    pub const USER_EXECUTE: Self = Self(1 << 10);
-    pub const SUPPRESS_VE: Self = Self(1 << 63);
-    const ALL: u64 = 0x77f | (1 << 63);
-
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-    pub const fn bits(self) -> u64 {
-        self.0
-    }
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-    /// These flags with memory type `memory_type` (replacing any previous one).
-    pub const fn with_memory_type(self, memory_type: MemoryType) -> Self {
-        Self((self.0 & !EPT_MEMORY_TYPE_MASK) | ((memory_type as u64) << EPT_MEMORY_TYPE_SHIFT))
-    }
-    /// `None` for a reserved encoding (say, after OR-ing two memory types).
-    pub const fn memory_type(self) -> Option<MemoryType> {
-        MemoryType::from_bits(((self.0 & EPT_MEMORY_TYPE_MASK) >> EPT_MEMORY_TYPE_SHIFT) as u8)
+bitflags::bitflags! {
+    /// Leaf flags for [`EptPaging`]. A leaf needs at least one of read, write
+    /// and execute to be present, and write without read is a misconfiguration.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct EptFlags: u64 {
+        const READ = 1 << 0;
+        const WRITE = 1 << 1;
+        /// Execute (for supervisor-mode linear addresses under mode-based control).
+        const EXECUTE = 1 << 2;
+        /// The memory-type field (bits 5:3); set it with `with_memory_type`.
+        const MEMORY_TYPE = EPT_MEMORY_TYPE_MASK;
+        const IGNORE_PAT = 1 << 6;
+        const ACCESSED = 1 << 8;
+        const DIRTY = 1 << 9;
+        /// Execute for user-mode linear addresses, under mode-based execute control.
+        const USER_EXECUTE = 1 << 10;
+        const SUPPRESS_VE = 1 << 63;
     }
 }
 
-impl core::ops::BitOr for EptFlags {
-    type Output = Self;
-    fn bitor(self, other: Self) -> Self {
-        self.union(other)
+impl EptFlags {
+    /// These flags with memory type `memory_type` (replacing any previous one).
+    pub const fn with_memory_type(self, memory_type: MemoryType) -> Self {
+        Self::from_bits_retain((self.bits() & !EPT_MEMORY_TYPE_MASK) | ((memory_type as u64) << EPT_MEMORY_TYPE_SHIFT))
+    }
+    /// `None` for a reserved encoding (say, after OR-ing two memory types).
+    pub const fn memory_type(self) -> Option<MemoryType> {
+        MemoryType::from_bits(((self.bits() & EPT_MEMORY_TYPE_MASK) >> EPT_MEMORY_TYPE_SHIFT) as u8)
     }
 }
 
@@ -289,7 +252,7 @@ impl PagingFormat for EptPaging {
     type Flags = EptFlags;
 
     fn table_entry(table: PhysAddr, _: EptFlags) -> u64 {
-        (table.0 & ADDR_MASK) | EPT_RWX | EptFlags::USER_EXECUTE.0
+        (table.0 & ADDR_MASK) | EPT_RWX | EptFlags::USER_EXECUTE.bits()
     }
 
     fn widen_table_entry(entry: u64, _: EptFlags) -> u64 {
@@ -298,12 +261,12 @@ impl PagingFormat for EptPaging {
 
     fn leaf_entry(phys: PhysAddr, size: PageSize, flags: EptFlags) -> u64 {
         let leaf = if size == PageSize::Size4K { 0 } else { EPT_LEAF };
-        (phys.0 & ADDR_MASK) | flags.0 | leaf
+        (phys.0 & ADDR_MASK) | flags.bits() | leaf
     }
 
     fn leaf_flags_valid(flags: EptFlags) -> bool {
         let write_only = flags.contains(EptFlags::WRITE) && !flags.contains(EptFlags::READ);
-        flags.0 & EPT_RWX != 0 && !write_only && flags.memory_type().is_some()
+        flags.bits() & EPT_RWX != 0 && !write_only && flags.memory_type().is_some()
     }
 
     /// SDM 29.3.2: an entry is present if any of bits 2:0 is set.
@@ -320,7 +283,7 @@ impl PagingFormat for EptPaging {
     }
 
     fn leaf_flags(entry: u64, _: PageSize) -> EptFlags {
-        EptFlags(entry & EptFlags::ALL)
+        EptFlags::from_bits_truncate(entry)
     }
 
     fn input_valid(addr: u64) -> bool {

@@ -632,7 +632,7 @@ fn ept_flags(bits: u8) -> EptFlags {
         [EptFlags::WRITE, EptFlags::EXECUTE, EptFlags::IGNORE_PAT, EptFlags::USER_EXECUTE].into_iter().enumerate()
     {
         if bits & (1 << i) != 0 {
-            flags = flags | flag;
+            flags |= flag;
         }
     }
     flags
