@@ -24,6 +24,9 @@ pub enum ExitMethod {
 pub enum SelfTest {
     PageFault,
     Panic,
+    /// Unbounded recursion: proves the guard page under the stack and the
+    /// separate interrupt stack that reports it.
+    StackOverflow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +94,8 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
             "selftest" => match value {
                 "page-fault" => options.self_test = Some(SelfTest::PageFault),
                 "panic" => options.self_test = Some(SelfTest::Panic),
-                _ => bad_value("page-fault or panic"),
+                "stack-overflow" => options.self_test = Some(SelfTest::StackOverflow),
+                _ => bad_value("page-fault, panic or stack-overflow"),
             },
             _ => warn(OptionWarning::UnknownKey(key)),
         }
@@ -134,6 +138,7 @@ mod tests {
     fn every_option_is_understood() {
         let (options, warnings) =
             parse_collecting("/boot/l0-shim log=debug exit=bochs config=lab.cfg selftest=page-fault");
+        assert_eq!(parse_collecting("selftest=stack-overflow").0.self_test, Some(SelfTest::StackOverflow));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(options.log_level, Some(LevelFilter::Debug));
         assert_eq!(options.exit, ExitMethod::Bochs);
@@ -151,7 +156,7 @@ mod tests {
             "exit=reboot: expected halt, bochs or qemu",
             "unknown option 'speed'",
             "ignoring 'stray'",
-            "selftest=boom: expected page-fault or panic",
+            "selftest=boom: expected page-fault, panic or stack-overflow",
             "config=: expected the name of a boot module",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");

@@ -37,6 +37,17 @@ fn panic_in_the_shim_is_reported_with_message_location_and_backtrace() {
 }
 
 #[test]
+fn stack_overflow_hits_the_guard_page_and_is_reported_from_the_interrupt_stack() {
+    let mut machine = boot(ImageBuilder::new().command_line("selftest=stack-overflow"), Emulator::Qemu);
+    machine.expect("FATAL: shim exception #PF (page fault), vector 14, error code 0x2 (write to an unmapped page)");
+    machine.expect("CR2 is in the guard page below a stack: stack overflow");
+    machine.expect("backtrace");
+    machine.expect_exit(Exit::Failure);
+    let resolved = resolve_backtraces(&machine.machine.console(), &machine.image.shim_elf);
+    assert!(resolved.contains("recurse_forever"), "{resolved}");
+}
+
+#[test]
 fn bad_command_line_words_are_named_and_boot_goes_on() {
     let mut machine = boot(ImageBuilder::new().command_line("log=loud frobnicate=1"), Emulator::Qemu);
     machine.expect("log=loud: expected off, error, warn, info, debug or trace");

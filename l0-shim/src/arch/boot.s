@@ -213,3 +213,18 @@ boot_stack_bottom:
     .skip 64 * 1024
 .global boot_stack_top
 boot_stack_top:
+
+# The bootstrap CPU's interrupt stacks (one per IST slot, see
+# descriptors.rs), each above its own unmapped guard page. They live here
+# because traps must work before the heap exists.
+.set IST_STACK_SIZE, 16 * 1024
+.set IST_STACK_COUNT, 5
+.balign 4096
+.global boot_cpu_interrupt_stacks
+boot_cpu_interrupt_stacks:
+.rept IST_STACK_COUNT
+    .skip 4096
+    .skip IST_STACK_SIZE
+.endr
+.global boot_cpu_interrupt_stacks_end
+boot_cpu_interrupt_stacks_end:

@@ -117,7 +117,23 @@ fn run_self_test(test: SelfTest) {
             error!("self test: reading an unmapped page returned {value:#x}");
         }
         SelfTest::Panic => panic!("self test: deliberate panic"),
+        SelfTest::StackOverflow => {
+            let depth = recurse_forever(0);
+            error!("self test: recursion returned at depth {depth}");
+        }
     }
+}
+
+/// Recurses until the stack runs into its guard page (the depth limit only
+/// exists to make the recursion look bounded to the compiler: 16 GiB of
+/// stack is never reached).
+#[inline(never)]
+fn recurse_forever(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if depth == 1 << 25 {
+        return depth;
+    }
+    recurse_forever(depth + 1) + frame[depth as usize % 64]
 }
 
 /// Stops the machine with a message when booting cannot go on.

@@ -4,7 +4,8 @@
 //! The trampoline's tables map the first 4 GiB three times over with
 //! everything writable and executable. They are replaced here by tables
 //! that map the shim's image per section (code read-only, data no-execute,
-//! a guard page under the boot stack) and all RAM once, at the direct map,
+//! a guard page under the boot stack and under each interrupt stack) and
+//! all RAM once, at the direct map,
 //! read-write and no-execute. The lower half stays empty: a stray null or
 //! low pointer faults, and the monitors get it for their own address spaces.
 
@@ -20,7 +21,8 @@ use multiboot2::BootInformation;
 use spin::Mutex;
 
 use crate::arch::cpu::{cpuid, write_cr3};
-use crate::kernel::heap;
+use crate::arch::descriptors::ist;
+use crate::kernel::{heap, percpu};
 
 /// The shim's heap. Guest memory never comes from it (that is whole frames
 /// from the frame allocator), so it only holds the shim's own bookkeeping.
@@ -53,8 +55,12 @@ struct ImageLayout {
     text: (u64, u64),
     rodata: (u64, u64),
     data: (u64, u64),
-    boot_stack_guard: u64,
+    /// Pages in the data range left unmapped so that a stack overflow
+    /// faults: below the boot stack and below each interrupt stack. Sorted.
+    guard_pages: [u64; GUARD_PAGES],
 }
+
+const GUARD_PAGES: usize = 1 + ist::COUNT;
 
 fn image_layout() -> ImageLayout {
     // Safe because these are linker-script symbols: only their addresses
@@ -65,9 +71,18 @@ fn image_layout() -> ImageLayout {
             text: (symbol_address(&__text_start), symbol_address(&__text_end)),
             rodata: (symbol_address(&__rodata_start), symbol_address(&__rodata_end)),
             data: (symbol_address(&__data_start), symbol_address(&__data_end)),
-            boot_stack_guard: symbol_address(&boot_stack_guard),
+            guard_pages: guard_pages(symbol_address(&boot_stack_guard)),
         }
     }
+}
+
+fn guard_pages(boot_stack_guard_page: u64) -> [u64; GUARD_PAGES] {
+    let mut pages = [boot_stack_guard_page; GUARD_PAGES];
+    for (slot, page) in pages[1..].iter_mut().enumerate() {
+        *page = percpu::boot_cpu_interrupt_stack(slot).1;
+    }
+    pages.sort_unstable();
+    pages
 }
 
 /// Page tables are edited through the direct map.
@@ -159,9 +174,12 @@ fn build_page_tables(boot: &BootInfo, image: &ImageLayout, frames: &mut FrameAll
     };
     map_image(image.text, X86Flags::GLOBAL)?;
     map_image(image.rodata, X86Flags::NO_EXECUTE | X86Flags::GLOBAL)?;
-    let guard = image.boot_stack_guard;
-    map_image((image.data.0, guard), data)?;
-    map_image((guard + FRAME_SIZE, image.data.1), data)?;
+    let mut start = image.data.0;
+    for guard in image.guard_pages {
+        map_image((start, guard), data)?;
+        start = guard + FRAME_SIZE;
+    }
+    map_image((start, image.data.1), data)?;
     Ok(tables.root())
 }
 
@@ -173,8 +191,14 @@ pub fn is_mapped_shim_memory(address: u64, len: u64) -> bool {
     let image = image_layout();
     let in_range = |start: u64, stop: u64| start <= address && end <= stop;
     let heap = HEAP_VIRT.load(Ordering::Relaxed);
-    let in_boot_stack_guard = address < image.boot_stack_guard + FRAME_SIZE && end > image.boot_stack_guard;
-    (in_range(image.data.0, image.data.1) && !in_boot_stack_guard) || (heap != 0 && in_range(heap, heap + HEAP_SIZE))
+    let in_guard_page = image.guard_pages.iter().any(|&guard| address < guard + FRAME_SIZE && end > guard);
+    (in_range(image.data.0, image.data.1) && !in_guard_page) || (heap != 0 && in_range(heap, heap + HEAP_SIZE))
+}
+
+/// Whether `address` lies in one of the unmapped guard pages below the
+/// shim's stacks: a fault there is a stack overflow.
+pub fn is_stack_guard_page(address: u64) -> bool {
+    image_layout().guard_pages.iter().any(|&guard| (guard..guard + FRAME_SIZE).contains(&address))
 }
 
 /// Runs `f` with the frame allocator.

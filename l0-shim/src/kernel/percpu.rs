@@ -15,27 +15,27 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 use crate::arch::cpu::write_msr;
-use crate::arch::descriptors::{ist, new_tss, Gdt, Idt};
+use crate::arch::descriptors::{new_tss, Gdt, Idt};
 
 const IA32_GS_BASE: u32 = 0xc000_0101;
-const INTERRUPT_STACK_SIZE: usize = 16 * 1024;
+/// Must match IST_STACK_SIZE in boot.s.
+pub const INTERRUPT_STACK_SIZE: u64 = 16 * 1024;
+/// Below each interrupt stack lies an unmapped guard page.
+pub const GUARD_PAGE_SIZE: u64 = 4096;
 
-/// One CPU's interrupt stacks, one per IST slot.
-#[repr(C, align(16))]
-pub struct InterruptStacks([[u8; INTERRUPT_STACK_SIZE]; ist::COUNT]);
-
-impl InterruptStacks {
-    const fn new() -> Self {
-        Self([[0; INTERRUPT_STACK_SIZE]; ist::COUNT])
-    }
-
-    fn tops(&self) -> [VirtAddr; ist::COUNT] {
-        core::array::from_fn(|slot| VirtAddr::from_ptr(self.0[slot].as_ptr_range().end))
-    }
+extern "C" {
+    /// boot.s: IST_STACK_COUNT times [guard page, stack].
+    static boot_cpu_interrupt_stacks: u8;
 }
 
-/// The bootstrap CPU needs its stacks before the heap exists.
-static mut BOOT_CPU_INTERRUPT_STACKS: InterruptStacks = InterruptStacks::new();
+/// Where the bootstrap CPU's stack for IST slot `slot` (0-based) and its
+/// guard page start.
+pub fn boot_cpu_interrupt_stack(slot: usize) -> (u64, u64) {
+    let base = core::ptr::addr_of!(boot_cpu_interrupt_stacks) as u64;
+    let guard = base + slot as u64 * (GUARD_PAGE_SIZE + INTERRUPT_STACK_SIZE);
+    (guard + GUARD_PAGE_SIZE, guard)
+}
+
 static BOOT_CPU_TSS: Once<TaskStateSegment> = Once::new();
 static BOOT_CPU_GDT: Once<Gdt> = Once::new();
 /// One IDT serves every CPU: the stubs and IST slots are the same for all.
@@ -46,11 +46,10 @@ static IDT: Once<Idt> = Once::new();
 /// triple-faulting the machine.
 pub fn install_boot_cpu_trap_tables() -> &'static Gdt {
     let tss = BOOT_CPU_TSS.call_once(|| {
-        // Safe because only the bootstrap CPU runs this, once (Once), and
-        // only the address of the stacks is taken; the CPU itself is their
-        // only user from then on.
-        let stacks = unsafe { &*core::ptr::addr_of!(BOOT_CPU_INTERRUPT_STACKS) };
-        new_tss(stacks.tops())
+        new_tss(core::array::from_fn(|slot| {
+            let (bottom, _) = boot_cpu_interrupt_stack(slot);
+            VirtAddr::new(bottom + INTERRUPT_STACK_SIZE)
+        }))
     });
     let gdt = BOOT_CPU_GDT.call_once(|| Gdt::new(tss));
     gdt.load();

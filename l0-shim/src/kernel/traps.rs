@@ -11,6 +11,7 @@ use core::fmt::Write;
 use crate::arch::cpu::{read_cr2, read_cr3};
 use crate::kernel::backtrace;
 use crate::kernel::console;
+use crate::kernel::memory;
 use crate::kernel::shutdown::{power_off, Outcome};
 
 /// The registers as traps.s saves them, lowest address first.
@@ -102,7 +103,11 @@ fn report_exception(frame: &TrapFrame) {
     );
     let _ = writeln!(report, "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}", frame.rip, frame.cs, frame.rflags);
     let _ = writeln!(report, "  RSP {:#018x}  SS {:#06x}", frame.rsp, frame.ss);
-    let _ = writeln!(report, "  CR2 {:#018x}  CR3 {:#018x}", read_cr2(), read_cr3());
+    let cr2 = read_cr2();
+    let _ = writeln!(report, "  CR2 {cr2:#018x}  CR3 {:#018x}", read_cr3());
+    if frame.vector == PAGE_FAULT && memory::is_stack_guard_page(cr2) {
+        let _ = writeln!(report, "  CR2 is in the guard page below a stack: stack overflow");
+    }
     let registers = [
         ("RAX", frame.rax),
         ("RBX", frame.rbx),
