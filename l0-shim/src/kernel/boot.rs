@@ -100,6 +100,8 @@ fn apply_boot_options<'a>(info: &'a BootInformation<'a>) -> BootOptions<'a> {
         console::set_level(level);
     }
     info!("command line: '{command_line}'");
+    // A second pass reports the bad words now that the log level is final
+    // (parsing is cheap and allocation-free; collecting would need a heap).
     boot_options::parse(command_line, |warning| warn!("{warning}"));
     options
 }
