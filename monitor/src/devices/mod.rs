@@ -1,0 +1,1 @@
+//! Emulated devices: plain structs behind read/write calls.

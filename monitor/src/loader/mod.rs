@@ -1,0 +1,1 @@
+//! Loading guest kernels into guest memory.

@@ -1,0 +1,1 @@
+//! What the guest is shown: CPUID leaves and MSRs.
