@@ -27,6 +27,8 @@ pub enum SelfTest {
     /// Unbounded recursion: proves the guard page under the stack and the
     /// separate interrupt stack that reports it.
     StackOverflow,
+    /// Runs a minimal guest through VM entries and exits (after VMXON).
+    VmxSmoke,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +97,8 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
                 "page-fault" => options.self_test = Some(SelfTest::PageFault),
                 "panic" => options.self_test = Some(SelfTest::Panic),
                 "stack-overflow" => options.self_test = Some(SelfTest::StackOverflow),
-                _ => bad_value("page-fault, panic or stack-overflow"),
+                "vmx-smoke" => options.self_test = Some(SelfTest::VmxSmoke),
+                _ => bad_value("page-fault, panic, stack-overflow or vmx-smoke"),
             },
             _ => warn(OptionWarning::UnknownKey(key)),
         }
@@ -156,7 +159,7 @@ mod tests {
             "exit=reboot: expected halt, bochs or qemu",
             "unknown option 'speed'",
             "ignoring 'stray'",
-            "selftest=boom: expected page-fault, panic or stack-overflow",
+            "selftest=boom: expected page-fault, panic, stack-overflow or vmx-smoke",
             "config=: expected the name of a boot module",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");

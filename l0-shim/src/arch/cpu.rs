@@ -134,3 +134,31 @@ pub fn bochs_magic_break() {
     // Safe because the instruction exchanges a register with itself.
     unsafe { asm!("xchg bx, bx", options(nomem, nostack, preserves_flags)) };
 }
+
+/// An FXSAVE area: x87, MMX and SSE state.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FxState(pub [u8; 512]);
+
+impl FxState {
+    /// The state after FNINIT with SSE exceptions masked (FCW 0x37f,
+    /// MXCSR 0x1f80): what a CPU comes out of reset with.
+    pub fn reset() -> Self {
+        let mut area = [0u8; 512];
+        area[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        area[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        Self(area)
+    }
+}
+
+pub fn fxsave(state: &mut FxState) {
+    // Safe because the area is 512 bytes, 16-byte aligned and writable.
+    unsafe { asm!("fxsave64 [{}]", in(reg) state.0.as_mut_ptr(), options(nostack, preserves_flags)) };
+}
+
+/// Loads a state that came from [`fxsave`] or [`FxState::reset`].
+pub fn fxrstor(state: &FxState) {
+    // Safe because the area is aligned and holds a state FXSAVE wrote or
+    // the reset state, so no reserved MXCSR bit is set (which would #GP).
+    unsafe { asm!("fxrstor64 [{}]", in(reg) state.0.as_ptr(), options(nostack, preserves_flags)) };
+}

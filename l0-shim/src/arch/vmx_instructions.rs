@@ -46,3 +46,157 @@ pub unsafe fn vmxon(vmxon_region: u64) -> Result<(), VmxInstructionError> {
     };
     flags_to_result(rflags)
 }
+
+/// Makes the VMCS at `region` inactive and not current, flushing its cached
+/// state to memory and setting its launch state to clear.
+///
+/// # Safety
+/// `region` must be the physical address of a VMCS region owned by the
+/// caller (4 KiB aligned, revision id written).
+pub unsafe fn vmclear(region: u64) -> Result<(), VmxInstructionError> {
+    let rflags: u64;
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("vmclear [{region}]", "pushfq", "pop {rflags}", region = in(reg) &region, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags)
+}
+
+/// Makes the VMCS at `region` current and active on this CPU.
+///
+/// # Safety
+/// As [`vmclear`]; and the VMCS must not be current on another CPU.
+pub unsafe fn vmptrld(region: u64) -> Result<(), VmxInstructionError> {
+    let rflags: u64;
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("vmptrld [{region}]", "pushfq", "pop {rflags}", region = in(reg) &region, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags)
+}
+
+/// Reads a field of the current VMCS.
+pub fn vmread(encoding: u32) -> Result<u64, VmxInstructionError> {
+    let (value, rflags): (u64, u64);
+    // Safe because VMREAD only reads the current VMCS (it fails cleanly
+    // without one or for an unsupported field) and writes a register.
+    unsafe {
+        asm!("vmread {value}, {encoding}", "pushfq", "pop {rflags}",
+             encoding = in(reg) u64::from(encoding), value = lateout(reg) value, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags).map(|()| value)
+}
+
+/// Writes a field of the current VMCS.
+///
+/// # Safety
+/// Host-state and control fields decide what the CPU does on the next VM
+/// entry and exit: the caller must write values that keep the shim intact
+/// (only the shim's own VMCS code writes them; requests from monitors are
+/// validated before they get here).
+pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmxInstructionError> {
+    let rflags: u64;
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("vmwrite {encoding}, {value}", "pushfq", "pop {rflags}",
+             encoding = in(reg) u64::from(encoding), value = in(reg) value, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags)
+}
+
+/// INVEPT types (SDM vol. 3C, 30.3), all of them whether used yet or not.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum InveptKind {
+    SingleContext = 1,
+    AllContexts = 2,
+}
+
+/// Invalidates cached EPT translations.
+pub fn invept(kind: InveptKind, eptp: u64) -> Result<(), VmxInstructionError> {
+    let descriptor: [u64; 2] = [eptp, 0];
+    let rflags: u64;
+    // Safe because INVEPT only drops cached translations; the descriptor
+    // is a valid 16-byte memory operand.
+    unsafe {
+        asm!("invept {kind}, [{descriptor}]", "pushfq", "pop {rflags}",
+             kind = in(reg) kind as u64, descriptor = in(reg) &descriptor, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags)
+}
+
+/// INVVPID types (SDM vol. 3C, 30.3), all of them whether used yet or not.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum InvvpidKind {
+    IndividualAddress = 0,
+    SingleContext = 1,
+    AllContexts = 2,
+}
+
+/// Invalidates cached linear translations tagged with `vpid`.
+pub fn invvpid(kind: InvvpidKind, vpid: u16, address: u64) -> Result<(), VmxInstructionError> {
+    let descriptor: [u64; 2] = [u64::from(vpid), address];
+    let rflags: u64;
+    // Safe because INVVPID only drops cached translations; the descriptor
+    // is a valid 16-byte memory operand.
+    unsafe {
+        asm!("invvpid {kind}, [{descriptor}]", "pushfq", "pop {rflags}",
+             kind = in(reg) kind as u64, descriptor = in(reg) &descriptor, rflags = lateout(reg) rflags)
+    };
+    flags_to_result(rflags)
+}
+
+/// The guest's general registers, which the VMCS does not hold (RSP and
+/// RIP are VMCS fields), plus CR2, which VM exits leave untouched.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GuestRegisters {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub cr2: u64,
+}
+
+extern "C" {
+    /// vmx_run.s: enters the guest with `registers`; returns 0 after a VM
+    /// exit (registers saved back), or RFLAGS when the entry failed.
+    fn vmx_run(registers: *mut GuestRegisters, launched: u64) -> u64;
+    static vmx_exit_landing: u8;
+}
+
+/// Where VM exits land (the VMCS host RIP).
+pub fn exit_landing_address() -> u64 {
+    core::ptr::addr_of!(vmx_exit_landing) as u64
+}
+
+/// Runs the current VMCS's guest until its next VM exit.
+///
+/// # Safety
+/// The current VMCS must hold a complete, checked host state whose RIP is
+/// [`exit_landing_address`] (RSP is written here), and this CPU's FPU/SSE
+/// state must already be the guest's (the caller switches it).
+pub unsafe fn enter_guest(registers: &mut GuestRegisters, launched: bool) -> Result<(), VmxInstructionError> {
+    // Safe because the caller upholds this function's contract, and the
+    // stub saves and restores every callee-saved register.
+    let rflags = unsafe { vmx_run(registers, u64::from(launched)) };
+    if rflags == 0 {
+        Ok(())
+    } else {
+        flags_to_result(rflags)
+    }
+}

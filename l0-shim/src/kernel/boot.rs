@@ -11,7 +11,7 @@ use multiboot2::{BootInformation, BootInformationHeader};
 use crate::arch::cpu::rdtsc;
 use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
-use crate::kernel::{console, heap, memory, percpu, vmx};
+use crate::kernel::{console, heap, memory, percpu, vmx_root, vmx_smoke};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -47,7 +47,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     let cpu = percpu::init_boot_cpu(gdt);
     info!("cpu {}: APIC id {}, trap tables and per-CPU data ready", cpu.index, cpu.apic_id);
 
-    if let Some(test) = options.self_test {
+    if let Some(test) = options.self_test.filter(|test| *test != SelfTest::VmxSmoke) {
         run_self_test(test);
     }
 
@@ -55,9 +55,15 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     if let (None, Configuration::Loaded { parsed, .. }) = (options.log_level, &configuration) {
         console::set_level(level_filter(parsed.config.shim.log_level));
     }
-    let vmx = vmx::enable();
+    let vmx = vmx_root::enable();
     if let Err(error) = &vmx {
         error!("{error}");
+    }
+    if vmx.is_ok() && options.self_test == Some(SelfTest::VmxSmoke) {
+        match vmx_smoke::run() {
+            Ok(status) => info!("vmx-smoke: passed, guest exit status {status}"),
+            Err(error) => fatal(format_args!("vmx-smoke: {error}")),
+        }
     }
 
     // Running guests arrives with the per-guest monitors; until then every
@@ -119,6 +125,7 @@ fn run_self_test(test: SelfTest) {
             error!("self test: reading an unmapped page returned {value:#x}");
         }
         SelfTest::Panic => panic!("self test: deliberate panic"),
+        SelfTest::VmxSmoke => unreachable!("runs after VMXON, in start()"),
         SelfTest::StackOverflow => {
             let depth = recurse_forever(0);
             error!("self test: recursion returned at depth {depth}");

@@ -86,7 +86,7 @@ fn guard_pages(boot_stack_guard_page: u64) -> [u64; GUARD_PAGES] {
 }
 
 /// Page tables are edited through the direct map.
-struct DirectMap;
+pub struct DirectMap;
 
 impl PhysMemory for DirectMap {
     fn read_u64(&self, addr: PhysAddr) -> u64 {

@@ -64,6 +64,7 @@ pub struct PerCpu {
     pub index: u32,
     pub apic_id: u32,
     pub gdt: &'static Gdt,
+    pub tss: &'static TaskStateSegment,
     /// Set once this CPU is in VMX root operation.
     pub vmxon_region: Once<PhysAddr>,
 }
@@ -74,7 +75,14 @@ unsafe impl Sync for PerCpu {}
 /// Creates the bootstrap CPU's per-CPU block and points GS at it.
 pub fn init_boot_cpu(gdt: &'static Gdt) -> &'static PerCpu {
     let apic_id = crate::arch::cpu::cpuid(1, 0).ebx >> 24;
-    install(Box::new(PerCpu { this: core::ptr::null(), index: 0, apic_id, gdt, vmxon_region: Once::new() }))
+    let tss = BOOT_CPU_TSS.get().expect("the trap tables are installed first");
+    install(Box::new(PerCpu { this: core::ptr::null(), index: 0, apic_id, gdt, tss, vmxon_region: Once::new() }))
+}
+
+impl PerCpu {
+    pub fn tss_address(&self) -> u64 {
+        self.tss as *const TaskStateSegment as u64
+    }
 }
 
 fn install(per_cpu: Box<PerCpu>) -> &'static PerCpu {

@@ -12,6 +12,13 @@ use crate::kernel::percpu;
 
 const CR4_VMXE: u64 = 1 << 13;
 
+static CAPABILITIES: spin::Once<VmxCapabilities> = spin::Once::new();
+
+/// The boot CPU's VMX capabilities, once VMX is enabled.
+pub fn capabilities() -> Option<&'static VmxCapabilities> {
+    CAPABILITIES.get()
+}
+
 #[derive(Debug)]
 pub enum VmxError {
     Missing(MissingFeature),
@@ -36,7 +43,7 @@ impl From<MissingFeature> for VmxError {
 }
 
 /// Checks the CPU, logs its VMX capabilities and executes VMXON.
-pub fn enable() -> Result<VmxCapabilities, VmxError> {
+pub fn enable() -> Result<&'static VmxCapabilities, VmxError> {
     check_cpuid(cpuid(1, 0).ecx)?;
     let feature_control = FeatureControl(read_msr(IA32_FEATURE_CONTROL));
     match feature_control.enabling_value() {
@@ -70,5 +77,5 @@ pub fn enable() -> Result<VmxCapabilities, VmxError> {
     let cpu = percpu::current();
     cpu.vmxon_region.call_once(|| region);
     info!("cpu {}: in VMX root operation (VMXON region at {:#x})", cpu.index, region.as_u64());
-    Ok(capabilities)
+    Ok(CAPABILITIES.call_once(|| capabilities))
 }

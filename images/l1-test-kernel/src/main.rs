@@ -1,0 +1,1 @@
+// Placeholder: the L1 test kernel is being written.

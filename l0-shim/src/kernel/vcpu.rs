@@ -1,0 +1,286 @@
+//! A virtual CPU: its VMCS (controls, host state, guest state), its
+//! general registers and FPU state, and the entry into the guest.
+//!
+//! The controls are the shim's, not the guest's: every exit the monitor
+//! needs to see is on (I/O, MSRs, CPUID, HLT, CR0/CR4 bits the shim must
+//! own, external interrupts, NMIs), and nothing that would let a guest
+//! reach host state is.
+
+use vmx::capabilities::VmxCapabilities;
+use vmx::controls::{EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls};
+use vmx::vmcs::{
+    Control16, Control32, Control64, ControlNatural, Guest16, Guest32, Guest64, GuestNatural, Host16, Host32, Host64,
+    HostNatural,
+};
+use x86_64::instructions::tables::{sgdt, sidt};
+
+use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, FxState};
+use crate::arch::vmx_instructions::{
+    enter_guest, exit_landing_address, invvpid, GuestRegisters, InvvpidKind, VmxInstructionError,
+};
+use crate::kernel::percpu;
+use crate::kernel::vmcs::{self, Vmcs};
+
+const IA32_EFER: u32 = 0xc000_0080;
+const IA32_PAT: u32 = 0x277;
+const IA32_GS_BASE: u32 = 0xc000_0101;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR4_VMXE: u64 = 1 << 13;
+/// CR0 bits the shim owns: NE must stay 1 in VMX operation; the guest
+/// reads and writes its own value through the read shadow.
+pub const CR0_OWNED_BITS: u64 = CR0_NE;
+/// CR4 bits the shim owns: VMXE must stay 1 in VMX operation; the guest
+/// sees 0 unless (later) it runs VMX itself through the monitor.
+pub const CR4_OWNED_BITS: u64 = CR4_VMXE;
+
+/// Access rights of a present, flat, 32-bit ring-0 segment (SDM 25.4.1).
+const ACCESS_CODE32: u32 = 0xc09b;
+const ACCESS_DATA32: u32 = 0xc093;
+/// A busy 32-bit TSS, which VM entry requires of TR.
+const ACCESS_TSS_BUSY: u32 = 0x8b;
+const ACCESS_UNUSABLE: u32 = 1 << 16;
+const PAT_POWER_ON: u64 = 0x0007_0406_0007_0406;
+const DR7_RESET: u64 = 0x400;
+const RFLAGS_RESERVED_ONE: u64 = 1 << 1;
+
+/// How a guest starts: flat 32-bit protected mode with paging off, as both
+/// multiboot and the Linux 32-bit boot protocol hand over.
+#[derive(Debug, Clone)]
+pub struct FlatProtectedStart {
+    pub rip: u64,
+    pub registers: GuestRegisters,
+    pub code_selector: u16,
+    pub data_selector: u16,
+    /// The guest's GDT, if the loader wrote one (Linux needs one).
+    pub gdtr: Option<(u64, u16)>,
+}
+
+#[derive(Debug)]
+pub enum VcpuError {
+    NoMemoryForVmcs,
+    /// The CPU cannot set a control the shim needs.
+    UnsupportedControls {
+        group: &'static str,
+        bits: u32,
+    },
+    Instruction {
+        what: &'static str,
+        error: VmxInstructionError,
+        vm_instruction_error: Option<u32>,
+    },
+}
+
+impl core::fmt::Display for VcpuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMemoryForVmcs => write!(f, "no free memory for a VMCS"),
+            Self::UnsupportedControls { group, bits } => {
+                write!(f, "the CPU cannot set the {group} controls {bits:#x} the shim needs")
+            }
+            Self::Instruction { what, error, vm_instruction_error: Some(number) } => {
+                let description = vmx::exit::VmInstructionError::try_from(*number)
+                    .map(|error| error.description())
+                    .unwrap_or("unknown error");
+                write!(f, "{what} failed ({error:?}): VM-instruction error {number}: {description}")
+            }
+            Self::Instruction { what, error, vm_instruction_error: None } => write!(f, "{what} failed ({error:?})"),
+        }
+    }
+}
+
+pub struct Vcpu {
+    vmcs: Vmcs,
+    vpid: u16,
+    pub registers: GuestRegisters,
+    fx: FxState,
+    launched: bool,
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // The VPID may be given to another vCPU: drop its cached
+        // translations (the VMCS clears itself when dropped).
+        if let Err(error) = invvpid(InvvpidKind::SingleContext, self.vpid, 0) {
+            log::error!("INVVPID for a departing vCPU failed: {error:?}");
+        }
+    }
+}
+
+impl Vcpu {
+    /// A vCPU whose guest starts at `start`, translating guest-physical
+    /// addresses through `eptp` and tagging its TLB entries with `vpid`.
+    pub fn new(
+        capabilities: &VmxCapabilities,
+        eptp: u64,
+        vpid: u16,
+        start: &FlatProtectedStart,
+    ) -> Result<Self, VcpuError> {
+        let vmcs = Vmcs::new(capabilities.basic.revision_id()).ok_or(VcpuError::NoMemoryForVmcs)?;
+        vmcs.make_current().map_err(|error| instruction_failed("VMPTRLD", error))?;
+        write_controls(capabilities)?;
+        write_host_state();
+        write_flat_protected_guest_state(capabilities, start);
+        vmcs::write(Control64::EptPointer, eptp);
+        vmcs::write(Control16::VirtualProcessorId, vpid);
+        Ok(Self { vmcs, vpid, registers: start.registers, fx: FxState::reset(), launched: false })
+    }
+
+    /// Makes this vCPU's VMCS current: its fields are what `vmcs::read`
+    /// and `vmcs::write` reach until another vCPU runs on this CPU.
+    pub fn make_current(&self) -> Result<(), VcpuError> {
+        self.vmcs.make_current().map_err(|error| instruction_failed("VMPTRLD", error))
+    }
+
+    /// Runs the guest until its next VM exit. Its VMCS stays current, so
+    /// the exit can be read and handled through `vmcs::read`/`write`.
+    pub fn run(&mut self) -> Result<(), VcpuError> {
+        self.make_current()?;
+        // The shim itself uses SSE (the precompiled core library does), so
+        // the guest's x87/SSE state is swapped in and out around the entry.
+        let mut host_fx = FxState::reset();
+        fxsave(&mut host_fx);
+        fxrstor(&self.fx);
+        // Safe because this vCPU's VMCS is current with the host state
+        // written in `new` (whose RIP is the exit landing) and the guest's
+        // FPU state was just loaded.
+        let result = unsafe { enter_guest(&mut self.registers, self.launched) };
+        fxsave(&mut self.fx);
+        fxrstor(&host_fx);
+        let what = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
+        result.map_err(|error| instruction_failed(what, error))?;
+        self.launched = true;
+        Ok(())
+    }
+}
+
+fn instruction_failed(what: &'static str, error: VmxInstructionError) -> VcpuError {
+    let vm_instruction_error = (error == VmxInstructionError::FailValid).then(vmcs::instruction_error);
+    VcpuError::Instruction { what, error, vm_instruction_error }
+}
+
+fn adjusted(group: &'static str, allowed: vmx::controls::AllowedControls, wanted: u32) -> Result<u32, VcpuError> {
+    allowed.adjust(wanted).map_err(|bits| VcpuError::UnsupportedControls { group, bits })
+}
+
+fn write_controls(capabilities: &VmxCapabilities) -> Result<(), VcpuError> {
+    let pin =
+        PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING | PinBasedControls::VIRTUAL_NMIS;
+    // No MSR or I/O bitmaps yet: every RDMSR/WRMSR and every port access
+    // exits, which is what a monitor that emulates all devices needs.
+    let primary =
+        PrimaryControls::HLT_EXITING | PrimaryControls::UNCONDITIONAL_IO_EXITING | PrimaryControls::SECONDARY_CONTROLS;
+    let secondary = SecondaryControls::EPT
+        | SecondaryControls::VPID
+        | SecondaryControls::UNRESTRICTED_GUEST
+        | SecondaryControls::RDTSCP
+        | SecondaryControls::INVPCID;
+    let exit = ExitControls::HOST_ADDRESS_SPACE_SIZE
+        | ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT
+        | ExitControls::SAVE_PAT
+        | ExitControls::LOAD_PAT
+        | ExitControls::SAVE_EFER
+        | ExitControls::LOAD_EFER;
+    let entry = EntryControls::LOAD_PAT | EntryControls::LOAD_EFER;
+
+    vmcs::write(Control32::PinBasedControls, adjusted("pin-based", capabilities.pin_based, pin.bits())?);
+    vmcs::write(Control32::PrimaryProcessorBasedControls, adjusted("primary", capabilities.primary, primary.bits())?);
+    vmcs::write(
+        Control32::SecondaryProcessorBasedControls,
+        adjusted("secondary", capabilities.secondary, secondary.bits())?,
+    );
+    vmcs::write(Control32::ExitControls, adjusted("VM-exit", capabilities.exit, exit.bits())?);
+    vmcs::write(Control32::EntryControls, adjusted("VM-entry", capabilities.entry, entry.bits())?);
+    vmcs::write(Control32::ExceptionBitmap, 0);
+    vmcs::write(Control32::Cr3TargetCount, 0);
+    vmcs::write(ControlNatural::Cr0GuestHostMask, CR0_OWNED_BITS);
+    vmcs::write(ControlNatural::Cr4GuestHostMask, CR4_OWNED_BITS);
+    Ok(())
+}
+
+/// What the CPU loads on every VM exit: the shim's own state on this CPU.
+fn write_host_state() {
+    let cpu = percpu::current();
+    let selectors = cpu.gdt.selectors;
+    vmcs::write(Host16::CsSelector, selectors.kernel_code.0);
+    vmcs::write(Host16::SsSelector, selectors.kernel_data.0);
+    vmcs::write(Host16::DsSelector, selectors.kernel_data.0);
+    vmcs::write(Host16::EsSelector, selectors.kernel_data.0);
+    vmcs::write(Host16::FsSelector, 0);
+    vmcs::write(Host16::GsSelector, 0);
+    vmcs::write(Host16::TrSelector, selectors.tss.0);
+    vmcs::write(HostNatural::Cr0, read_cr0());
+    vmcs::write(HostNatural::Cr3, read_cr3());
+    vmcs::write(HostNatural::Cr4, read_cr4());
+    vmcs::write(HostNatural::FsBase, 0);
+    vmcs::write(HostNatural::GsBase, read_msr(IA32_GS_BASE));
+    vmcs::write(HostNatural::TrBase, cpu.tss_address());
+    vmcs::write(HostNatural::GdtrBase, sgdt().base.as_u64());
+    vmcs::write(HostNatural::IdtrBase, sidt().base.as_u64());
+    vmcs::write(Host32::Ia32SysenterCs, 0);
+    vmcs::write(HostNatural::Ia32SysenterEsp, 0);
+    vmcs::write(HostNatural::Ia32SysenterEip, 0);
+    vmcs::write(Host64::Ia32Pat, read_msr(IA32_PAT));
+    vmcs::write(Host64::Ia32Efer, read_msr(IA32_EFER));
+    vmcs::write(HostNatural::Rip, exit_landing_address());
+}
+
+fn write_flat_protected_guest_state(capabilities: &VmxCapabilities, start: &FlatProtectedStart) {
+    // The guest believes CR0 = PE|ET and CR4 = 0; the real registers also
+    // carry the bits VMX operation needs (see CR0_OWNED_BITS/CR4_OWNED_BITS).
+    let guest_cr0 = CR0_PE | CR0_ET;
+    vmcs::write(GuestNatural::Cr0, capabilities.adjust_unrestricted_guest_cr0(guest_cr0));
+    vmcs::write(ControlNatural::Cr0ReadShadow, guest_cr0);
+    vmcs::write(GuestNatural::Cr3, 0);
+    vmcs::write(GuestNatural::Cr4, capabilities.adjust_cr4(0));
+    vmcs::write(ControlNatural::Cr4ReadShadow, 0);
+
+    let code = (Guest16::CsSelector, Guest32::CsLimit, Guest32::CsAccessRights, GuestNatural::CsBase);
+    vmcs::write(code.0, start.code_selector);
+    vmcs::write(code.1, u32::MAX);
+    vmcs::write(code.2, ACCESS_CODE32);
+    vmcs::write(code.3, 0);
+    for (selector, limit, access, base) in [
+        (Guest16::DsSelector, Guest32::DsLimit, Guest32::DsAccessRights, GuestNatural::DsBase),
+        (Guest16::EsSelector, Guest32::EsLimit, Guest32::EsAccessRights, GuestNatural::EsBase),
+        (Guest16::FsSelector, Guest32::FsLimit, Guest32::FsAccessRights, GuestNatural::FsBase),
+        (Guest16::GsSelector, Guest32::GsLimit, Guest32::GsAccessRights, GuestNatural::GsBase),
+        (Guest16::SsSelector, Guest32::SsLimit, Guest32::SsAccessRights, GuestNatural::SsBase),
+    ] {
+        vmcs::write(selector, start.data_selector);
+        vmcs::write(limit, u32::MAX);
+        vmcs::write(access, ACCESS_DATA32);
+        vmcs::write(base, 0);
+    }
+    vmcs::write(Guest16::TrSelector, 0);
+    vmcs::write(Guest32::TrLimit, 0xffff);
+    vmcs::write(Guest32::TrAccessRights, ACCESS_TSS_BUSY);
+    vmcs::write(GuestNatural::TrBase, 0);
+    vmcs::write(Guest16::LdtrSelector, 0);
+    vmcs::write(Guest32::LdtrLimit, 0);
+    vmcs::write(Guest32::LdtrAccessRights, ACCESS_UNUSABLE);
+    vmcs::write(GuestNatural::LdtrBase, 0);
+    let (gdt_base, gdt_limit) = start.gdtr.unwrap_or((0, 0xffff));
+    vmcs::write(GuestNatural::GdtrBase, gdt_base);
+    vmcs::write(Guest32::GdtrLimit, u32::from(gdt_limit));
+    vmcs::write(GuestNatural::IdtrBase, 0);
+    vmcs::write(Guest32::IdtrLimit, 0xffff);
+
+    vmcs::write(GuestNatural::Rip, start.rip);
+    vmcs::write(GuestNatural::Rsp, 0);
+    vmcs::write(GuestNatural::Rflags, RFLAGS_RESERVED_ONE);
+    vmcs::write(GuestNatural::Dr7, DR7_RESET);
+    vmcs::write(GuestNatural::PendingDebugExceptions, 0);
+    vmcs::write(Guest64::Ia32Efer, 0);
+    vmcs::write(Guest64::Ia32Pat, PAT_POWER_ON);
+    vmcs::write(Guest64::Ia32Debugctl, 0);
+    vmcs::write(Guest64::VmcsLinkPointer, u64::MAX);
+    vmcs::write(Guest32::Ia32SysenterCs, 0);
+    vmcs::write(GuestNatural::Ia32SysenterEsp, 0);
+    vmcs::write(GuestNatural::Ia32SysenterEip, 0);
+    vmcs::write(Guest32::InterruptibilityState, 0);
+    vmcs::write(Guest32::ActivityState, 0);
+    vmcs::write(Control32::EntryInterruptionInfo, 0);
+}

@@ -1,0 +1,72 @@
+//! The current VMCS, with typed field access, and a VMCS region's life.
+//!
+//! Field types come from the `vmx` crate: a read-only exit-information
+//! field has no `write`, so that mistake does not compile.
+
+use l0_shim::memory::{PhysAddr, PhysRange};
+use vmx::vmcs::{FieldValue, VmcsReadable, VmcsWritable};
+
+use crate::arch::vmx_instructions::{vmclear, vmptrld, vmread, vmwrite, VmxInstructionError};
+use crate::kernel::memory;
+
+/// A VMCS region owned by one vCPU.
+pub struct Vmcs {
+    region: PhysAddr,
+}
+
+impl Vmcs {
+    pub fn new(revision_id: u32) -> Option<Self> {
+        let region = memory::with_frames(|frames| frames.alloc_frame())?;
+        memory::zero_frame(region);
+        memory::write_u32(region, revision_id);
+        // Safe because the region is a fresh frame with the revision id,
+        // owned by this Vmcs.
+        unsafe { vmclear(region.as_u64()) }.ok()?;
+        Some(Self { region })
+    }
+
+    /// Makes this VMCS the current one on this CPU.
+    pub fn make_current(&self) -> Result<(), VmxInstructionError> {
+        // Safe because the region is this Vmcs's own, initialised in `new`,
+        // and vCPUs do not migrate between CPUs (only one CPU runs).
+        unsafe { vmptrld(self.region.as_u64()) }
+    }
+}
+
+impl Drop for Vmcs {
+    fn drop(&mut self) {
+        // VMCLEAR writes back whatever the CPU caches of this VMCS; only
+        // then may its frame be reused.
+        // Safe because the region is this Vmcs's own.
+        match unsafe { vmclear(self.region.as_u64()) } {
+            Ok(()) => memory::with_frames(|frames| {
+                let _ = frames.free(PhysRange::frame(self.region));
+            }),
+            Err(error) => log::error!("VMCLEAR of a departing VMCS failed ({error:?}): keeping its frame out of use"),
+        }
+    }
+}
+
+/// Reads a field of the current VMCS. A failure means the shim asked for a
+/// field the CPU does not have, or has no current VMCS: a shim bug.
+pub fn read<F: VmcsReadable>(field: F) -> F::Value {
+    match vmread(field.encoding()) {
+        Ok(value) => F::Value::from_u64(value),
+        Err(error) => panic!("VMREAD of {} failed: {error:?}", field.name()),
+    }
+}
+
+/// Writes a field of the current VMCS. Only the shim's own VMCS code calls
+/// this: requests from monitors are validated first.
+pub fn write<F: VmcsWritable>(field: F, value: F::Value) {
+    // Safe because the shim's VMCS code is the only caller, and host-state
+    // and control values come from the shim itself.
+    if let Err(error) = unsafe { vmwrite(field.encoding(), value.to_u64()) } {
+        panic!("VMWRITE of {} = {:#x} failed: {error:?}", field.name(), value.to_u64());
+    }
+}
+
+/// The VM-instruction error of the current VMCS, after a VMfailValid.
+pub fn instruction_error() -> u32 {
+    read(vmx::vmcs::ReadOnly32::VmInstructionError)
+}
