@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 extern crate alloc;
 
+pub mod action_validation;
 pub mod boot_config;
 pub mod boot_info;
 pub mod boot_options;
