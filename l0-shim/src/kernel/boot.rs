@@ -11,7 +11,7 @@ use multiboot2::{BootInformation, BootInformationHeader};
 use crate::arch::cpu::rdtsc;
 use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
-use crate::kernel::{console, heap, memory, percpu, vmx_root, vmx_smoke};
+use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -46,6 +46,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     );
     let cpu = percpu::init_boot_cpu(gdt);
     info!("cpu {}: APIC id {}, trap tables and per-CPU data ready", cpu.index, cpu.apic_id);
+    info!("tsc: {} kHz, measured against the PIT", tsc::khz());
 
     if let Some(test) = options.self_test.filter(|test| *test != SelfTest::VmxSmoke) {
         run_self_test(test);

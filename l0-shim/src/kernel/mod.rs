@@ -10,6 +10,7 @@ pub mod memory;
 pub mod percpu;
 pub mod shutdown;
 pub mod traps;
+pub mod tsc;
 pub mod vcpu;
 pub mod vmcs;
 pub mod vmx_root;
