@@ -27,6 +27,16 @@ image:
 	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel
 	@echo "shim kernel: $(SHIM_ELF)"
 
+# The L1 test kernel (bare metal, multiboot v1), written where the image
+# builder looks for guest kernels. QEMU's multiboot loader refuses ELF64, so
+# the ELF64 that cargo links (at 1 MiB) is converted to ELF32.
+.PHONY: guests
+guests:
+	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l1-test-kernel --features image
+	@mkdir -p build/guests
+	objcopy -O elf32-i386 --strip-debug target/bare/x86_64-unknown-linux-gnu/release/l1-test-kernel build/guests/l1-test
+	@echo "L1 test kernel: build/guests/l1-test"
+
 run: deps build
 	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)
 

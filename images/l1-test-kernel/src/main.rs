@@ -1,1 +1,30 @@
-// Placeholder: the L1 test kernel is being written.
+//! Matryoshka's L1 test kernel.
+//!
+//! A multiboot (v1) kernel that a hypervisor's tests boot as a guest: it
+//! reports on COM1, runs the checks its command line selects, and ends
+//! through the debug-exit port with 0 when all passed. See `kernel::start`
+//! for the order of a run, `kernel::checks` for what each check asserts, and
+//! `l1_test_kernel::cmdline` for the command-line words.
+#![no_std]
+#![no_main]
+
+mod arch;
+#[macro_use]
+mod kernel;
+
+use core::panic::PanicInfo;
+
+use kernel::exit::{exit, ExitCode};
+
+/// Called by boot.s in 64-bit mode with the multiboot information's
+/// physical address and whether EFER.NXE is set.
+#[no_mangle]
+extern "C" fn kernel_main(multiboot_info: u32, efer_nxe: bool) -> ! {
+    kernel::start::start(multiboot_info, efer_nxe)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    say!("FATAL: panic: {info}");
+    exit(ExitCode::Crashed)
+}

@@ -1,0 +1,109 @@
+//! The GDT, the TSS and the IDT.
+//!
+//! The tables are statics made of atomics: filled once at boot with plain
+//! stores, then only read by the processor. Every gate uses an IST stack
+//! (see boot.s for why); the double fault, NMI and machine check get their
+//! own, so a fault while handling a fault can still be reported.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Selectors, matching the boot GDT in boot.s.
+const CODE64_SELECTOR: u16 = 0x08;
+const TSS_SELECTOR: u16 = 0x18;
+
+/// Vectors with a gate: the 32 exceptions and the PIC's 16 interrupts.
+pub const VECTOR_COUNT: usize = 48;
+/// Vectors that run on the second interrupt stack.
+const NMI: usize = 2;
+const DOUBLE_FAULT: usize = 8;
+const MACHINE_CHECK: usize = 18;
+
+const IST_INTERRUPTS: u8 = 1;
+const IST_DOUBLE_FAULT: u8 = 2;
+
+/// GDT entries: null, 64-bit code, data, and the two halves of the TSS descriptor.
+static GDT: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// The 104-byte 64-bit TSS, as 32-bit words (its 64-bit fields are only 4-byte aligned).
+static TSS: [AtomicU32; 26] = [const { AtomicU32::new(0) }; 26];
+/// Two quadwords per 16-byte gate.
+static IDT: [AtomicU64; 2 * VECTOR_COUNT] = [const { AtomicU64::new(0) }; 2 * VECTOR_COUNT];
+
+extern "C" {
+    static trap_stub_table: [u64; VECTOR_COUNT];
+    static interrupt_stack_top: u8;
+    static double_fault_stack_top: u8;
+}
+
+/// A pseudo-descriptor for LGDT/LIDT.
+#[repr(C, packed)]
+struct TablePointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Builds and loads the GDT (with a TSS) and the IDT.
+pub fn install() {
+    GDT[1].store(0x00af_9a00_0000_ffff, Relaxed); // 64-bit code, ring 0
+    GDT[2].store(0x00cf_9200_0000_ffff, Relaxed); // flat data
+
+    let ist = |index: u8, top: u64| {
+        let word = 9 + 2 * usize::from(index - 1); // IST1 is at byte offset 36
+        TSS[word].store(top as u32, Relaxed);
+        TSS[word + 1].store((top >> 32) as u32, Relaxed);
+    };
+    ist(IST_INTERRUPTS, core::ptr::addr_of!(interrupt_stack_top) as u64);
+    ist(IST_DOUBLE_FAULT, core::ptr::addr_of!(double_fault_stack_top) as u64);
+    TSS[25].store(104 << 16, Relaxed); // I/O map base beyond the limit: no bitmap
+
+    let tss = TSS.as_ptr() as u64;
+    let limit = (core::mem::size_of_val(&TSS) - 1) as u64;
+    let low = (limit & 0xffff)
+        | (tss & 0xff_ffff) << 16
+        | 0x89 << 40 // present, 64-bit TSS (available)
+        | (limit >> 16 & 0xf) << 48
+        | (tss >> 24 & 0xff) << 56;
+    GDT[3].store(low, Relaxed);
+    GDT[4].store(tss >> 32, Relaxed);
+
+    // Safe because the stub table is static data assembled in traps.s.
+    let stubs = unsafe { &trap_stub_table };
+    for (vector, &handler) in stubs.iter().enumerate() {
+        let ist = if matches!(vector, NMI | DOUBLE_FAULT | MACHINE_CHECK) { IST_DOUBLE_FAULT } else { IST_INTERRUPTS };
+        let low = (handler & 0xffff)
+            | u64::from(CODE64_SELECTOR) << 16
+            | u64::from(ist) << 32
+            | 0x8e << 40 // present, ring 0, 64-bit interrupt gate
+            | (handler >> 16 & 0xffff) << 48;
+        IDT[2 * vector].store(low, Relaxed);
+        IDT[2 * vector + 1].store(handler >> 32, Relaxed);
+    }
+
+    let gdt = TablePointer { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
+    let idt = TablePointer { limit: (core::mem::size_of_val(&IDT) - 1) as u16, base: IDT.as_ptr() as u64 };
+    // Safe because the new GDT has the boot GDT's code and data
+    // descriptors at the same selectors (so the loaded segment registers
+    // stay valid without a reload), the TSS descriptor points at a static
+    // TSS whose stacks are reserved in boot.s, and every IDT gate points
+    // at a stub in traps.s.
+    unsafe {
+        asm!(
+            "lgdt [{gdt}]",
+            "ltr {tss:x}",
+            "lidt [{idt}]",
+            gdt = in(reg) &gdt,
+            idt = in(reg) &idt,
+            tss = in(reg) TSS_SELECTOR,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+}
+
+/// Loads an IDT with no gates: the next exception cannot be delivered,
+/// nor can the #GP and #DF that follow, and the processor shuts down.
+pub fn load_empty_idt() {
+    let empty = TablePointer { limit: 0, base: 0 };
+    // Safe in the sense that matters: nothing is delivered through this
+    // IDT; its only purpose is to end the run with a triple fault.
+    unsafe { asm!("lidt [{}]", in(reg) &empty, options(readonly, nostack, preserves_flags)) };
+}

@@ -1,0 +1,11 @@
+//! Drivers for the PC devices the platform emulates, one per file.
+//!
+//! Each wraps its ports in safe functions: none of these devices can
+//! reach memory (no DMA), so no register value written to them can break
+//! the kernel's memory safety, only its view of the device.
+
+pub mod cmos;
+pub mod debug_exit;
+pub mod pic;
+pub mod pit;
+pub mod uart;

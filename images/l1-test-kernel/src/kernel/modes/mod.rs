@@ -1,0 +1,5 @@
+//! What the command line can ask for besides the checks.
+
+pub mod crash;
+pub mod hostile;
+pub mod work;
