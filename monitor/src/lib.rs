@@ -11,5 +11,6 @@ extern crate alloc;
 
 pub mod devices;
 pub mod guest_memory;
+pub mod guest_monitor;
 pub mod loader;
 pub mod policy;

@@ -46,4 +46,4 @@ pub mod cpuid;
 pub mod msr;
 
 #[cfg(test)]
-mod test_hosts;
+pub(crate) mod test_hosts;
