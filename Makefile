@@ -37,7 +37,7 @@ guests:
 	objcopy -O elf32-i386 --strip-debug target/bare/x86_64-unknown-linux-gnu/release/l1-test-kernel build/guests/l1-test
 	@echo "L1 test kernel: build/guests/l1-test"
 
-run: deps build
+run: deps build guests
 	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)
 
 # Host unit tests of every crate, then the emulator tests (Bochs and QEMU).

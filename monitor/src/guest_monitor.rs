@@ -39,6 +39,8 @@ const EFER_LMA: u64 = 1 << 10;
 /// the read shadows the monitor keeps.
 const CR0_FORCED: u64 = 1 << 5;
 const CR4_FORCED: u64 = 1 << 13;
+/// How many MSR faults of a guest are logged one by one.
+const LOGGED_MSR_FAULTS: u64 = 8;
 
 /// What a guest's monitor needs to know about it.
 pub struct GuestSetup<'a> {
@@ -88,7 +90,6 @@ struct VcpuState {
 }
 
 pub struct GuestMonitor {
-    name: String,
     cpuid: GuestCpuid,
     msr_policy: MsrPolicy,
     vcpus: Vec<VcpuState>,
@@ -96,6 +97,9 @@ pub struct GuestMonitor {
     tsc_khz: u64,
     /// Console bytes up to this offset have been handed to the shim.
     console_forwarded: u64,
+    /// #GPs injected for MSR accesses, of which the first few are logged:
+    /// a guest must not be able to flood the shim's console.
+    msr_faults: u64,
     exits: ExitCounters,
 }
 
@@ -107,13 +111,13 @@ impl GuestMonitor {
             .map(|index| VcpuState { msrs: MsrState::new(index), tsc_offset: 0, xcr0: 1, halted: false })
             .collect();
         Self {
-            name: setup.config.name.clone(),
             cpuid,
             msr_policy,
             vcpus,
             platform: LegacyPlatform::new(&PlatformConfig::new(setup.ram_bytes, setup.wall_clock_unix_secs)),
             tsc_khz: u64::from(setup.tsc_khz.max(1)),
             console_forwarded: 0,
+            msr_faults: 0,
             exits: ExitCounters { by_reason: [0; 80] },
         }
     }
@@ -141,6 +145,11 @@ impl GuestMonitor {
 
     pub fn exits(&self) -> &ExitCounters {
         &self.exits
+    }
+
+    /// #GPs injected for MSR accesses the policy refused.
+    pub fn msr_faults(&self) -> u64 {
+        self.msr_faults
     }
 
     /// The guest's time in nanoseconds, from its TSC.
@@ -405,9 +414,14 @@ impl GuestMonitor {
         Ok(())
     }
 
-    fn inject_gp(&self, response: &mut Response, why: Option<String>) {
-        if let Some(why) = why {
-            response.actions.push(log(LOG_WARN, format!("guest {}: #GP: {why}", self.name)));
+    fn inject_gp(&mut self, response: &mut Response, why: Option<String>) {
+        self.msr_faults += 1;
+        match (why, self.msr_faults) {
+            (Some(why), 1..=LOGGED_MSR_FAULTS) => response.actions.push(log(LOG_WARN, format!("#GP: {why}"))),
+            (Some(_), count) if count == LOGGED_MSR_FAULTS + 1 => {
+                response.actions.push(log(LOG_WARN, "further #GPs for MSR accesses are counted, not logged".into()))
+            }
+            _ => {}
         }
         response.actions.push(Action::InjectEvent {
             vector: GP,
@@ -639,6 +653,13 @@ mod tests {
         let reserved =
             monitor.handle_exit(&with_gprs(exit(ExitReason::Wrmsr, 0, 0), &[(RCX, 0xc000_0080), (RAX, 1 << 20)]));
         assert!(reserved.actions.iter().any(|action| matches!(action, Action::InjectEvent { vector: GP, .. })));
+        // A flood of bad MSR accesses is counted, but only logged at first.
+        let logged = (0..50)
+            .map(|_| monitor.handle_exit(&with_gprs(exit(ExitReason::Rdmsr, 0, 0), &[(RCX, 0x1234_5678)])))
+            .filter(|response| response.actions.iter().any(|action| matches!(action, Action::Log { .. })))
+            .count();
+        assert_eq!(monitor.msr_faults(), 52);
+        assert_eq!(logged as u64, LOGGED_MSR_FAULTS + 1 - 2, "8 reasons (2 above) and one 'counted' note");
     }
 
     #[test]

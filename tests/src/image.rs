@@ -31,6 +31,7 @@ impl ImageBuilder {
     /// An image for the scenario `images/scenarios/NAME`, with every module
     /// its guests name taken from `build/guests/` or `images/`.
     pub fn scenario(name: &str) -> Result<Self, String> {
+        workspace::guest_kernels()?;
         let path = workspace::scenarios_dir().join(name);
         let text = fs::read_to_string(&path).map_err(|error| {
             format!("scenario '{name}': cannot read {}: {error} (scenarios: {})", path.display(), list_scenarios())

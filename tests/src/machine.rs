@@ -217,9 +217,17 @@ impl Machine {
 
     pub fn kill(&mut self) {
         if self.exit.is_none() {
+            let group = self.child.id() as i32;
             // Safe because the pid is our own child's process group.
-            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            unsafe { libc::kill(-group, libc::SIGKILL) };
             let _ = self.child.wait();
+            // The emulator is a grandchild (behind `script`): wait until
+            // nothing of the group is left running, so that callers may
+            // rely on it being gone.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while live_processes_in_group(group) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -253,6 +261,19 @@ impl Drop for Machine {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether a process of group `group` still runs (zombies do not count:
+/// they hold nothing but a process-table entry until they are reaped).
+fn live_processes_in_group(group: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|entry| {
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state, ppid, pgrp, ...
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        matches!(fields.as_slice(), [state, _, pgrp, ..] if *state != "Z" && pgrp.parse() == Ok(group))
+    })
 }
 
 /// The lines of a Bochs log that explain a failure: failed VM entries (with

@@ -49,3 +49,38 @@ fn build_shim() -> Result<PathBuf, String> {
         Err(format!("the shim build succeeded but {} is missing", elf.display()))
     }
 }
+
+/// Builds the project's own guest kernels into `build/guests/` once per
+/// process (the L1 test kernel: `make guests` does the same).
+pub fn guest_kernels() -> Result<(), String> {
+    static GUESTS: OnceLock<Result<(), String>> = OnceLock::new();
+    GUESTS.get_or_init(build_guest_kernels).clone()
+}
+
+fn build_guest_kernels() -> Result<(), String> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--config", ".cargo/bare-metal.toml", "--release", "--quiet"])
+        .args(["-p", "l1-test-kernel", "--features", "image"])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .map_err(|error| format!("cannot run cargo to build the L1 test kernel: {error}"))?;
+    if !status.success() {
+        return Err(format!("building the L1 test kernel failed ({status})"));
+    }
+    std::fs::create_dir_all(guest_build_dir()).map_err(|error| format!("creating build/guests: {error}"))?;
+    // QEMU's multiboot loader (and kvm-unit-tests conventions) want ELF32.
+    let converted = Command::new("objcopy")
+        .args(["-O", "elf32-i386", "--strip-debug"])
+        .arg(root().join("target/bare/x86_64-unknown-linux-gnu/release/l1-test-kernel"))
+        .arg(guest_build_dir().join("l1-test"))
+        .status()
+        .map_err(|error| format!("cannot run objcopy ({error}); run `make deps`"))?;
+    if converted.success() {
+        Ok(())
+    } else {
+        Err(format!("objcopy of the L1 test kernel failed ({converted})"))
+    }
+}

@@ -8,11 +8,21 @@ use std::time::Duration;
 
 use matryoshka_tests::{Emulator, ImageBuilder, Machine, MachineConfig};
 
-/// Processes whose command line mentions `dir` (each machine's files, and
-/// so its emulator's arguments, live in its own directory).
+/// Live processes whose command line mentions `dir` (each machine's files,
+/// and so its emulator's arguments, live in its own directory). Zombies
+/// waiting to be reaped are not running and do not count.
 fn processes_using(dir: &std::path::Path) -> String {
     let output = Command::new("pgrep").arg("-a").arg("-f").arg(dir).output().expect("pgrep runs");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            let pid = line.split_whitespace().next().unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | None)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 #[test]

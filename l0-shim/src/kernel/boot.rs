@@ -1,7 +1,7 @@
 //! The boot sequence of the bootstrap CPU.
 
 use alloc::format;
-use alloc::string::ToString;
+use alloc::vec::Vec;
 
 use l0_shim::boot_options::{self, BootOptions, SelfTest};
 use l0_shim::layout::phys_to_virt;
@@ -10,6 +10,7 @@ use multiboot2::{BootInformation, BootInformationHeader};
 
 use crate::arch::cpu::rdtsc;
 use crate::kernel::configuration::{self, Configuration};
+use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
 use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
 
@@ -67,21 +68,36 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         }
     }
 
-    // Running guests arrives with the per-guest monitors; until then every
-    // valid guest ends here, and the summary says why.
-    let why_not_started = match &vmx {
-        Ok(_) => "this shim cannot run guests yet".to_string(),
-        Err(error) => format!("no VMX: {error}"),
-    };
     let clean = vmx.is_ok() && configuration.is_clean();
+    let mut summaries = Vec::new();
     if let Configuration::Loaded { file, parsed } = &configuration {
-        for guest in &parsed.config.guests {
-            crate::println!("guest {}: not-started ({why_not_started})", guest.name);
+        let mut guests = Vec::new();
+        for (index, config) in parsed.config.guests.iter().enumerate() {
+            let created = match &vmx {
+                Ok(capabilities) => Guest::create(config, &boot, capabilities, index as u16 + 1),
+                Err(error) => Err(format!("no VMX: {error}")),
+            };
+            match created {
+                Ok(guest) => guests.push(guest),
+                Err(error) => {
+                    error!("guest {}: cannot be created: {error}", config.name);
+                    summaries.push(format!("guest {}: not-started ({error})", config.name));
+                }
+            }
         }
+        guests::run_all(&mut guests);
+        for guest in &guests {
+            info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
+            summaries.push(guests::summary(guest));
+        }
+        drop(guests);
         for guest in &parsed.rejected_guests {
             let name = guest.name.as_deref().unwrap_or("(unnamed)");
-            crate::println!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line);
+            summaries.push(format!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line));
         }
+    }
+    for line in summaries {
+        crate::println!("{line}");
     }
     power_off(if clean { Outcome::Success } else { Outcome::Failure })
 }

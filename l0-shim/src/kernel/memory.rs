@@ -214,6 +214,12 @@ pub fn zero_frame(frame: PhysAddr) {
     unsafe { core::ptr::write_bytes(phys_to_virt(frame.as_u64()) as *mut u8, 0, FRAME_SIZE as usize) };
 }
 
+/// Fills a frame owned by the caller with `bytes`.
+pub fn write_frame(frame: PhysAddr, bytes: &[u8; 4096]) {
+    // Safe for the same reasons as `zero_frame`.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_to_virt(frame.as_u64()) as *mut u8, bytes.len()) };
+}
+
 /// Writes a u32 at the start of a frame owned by the caller.
 pub fn write_u32(frame: PhysAddr, value: u32) {
     // Safe for the same reasons as `zero_frame`.

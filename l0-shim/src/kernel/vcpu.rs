@@ -18,8 +18,8 @@ use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, 
 use crate::arch::vmx_instructions::{
     enter_guest, exit_landing_address, invvpid, GuestRegisters, InvvpidKind, VmxInstructionError,
 };
-use crate::kernel::percpu;
 use crate::kernel::vmcs::{self, Vmcs};
+use crate::kernel::{msr_bitmap, percpu, vmx_root};
 
 const IA32_EFER: u32 = 0xc000_0080;
 const IA32_PAT: u32 = 0x277;
@@ -134,10 +134,13 @@ impl Vcpu {
         self.vmcs.make_current().map_err(|error| instruction_failed("VMPTRLD", error))
     }
 
-    /// Runs the guest until its next VM exit. Its VMCS stays current, so
-    /// the exit can be read and handled through `vmcs::read`/`write`.
-    pub fn run(&mut self) -> Result<(), VcpuError> {
+    /// Runs the guest until its next VM exit, or until `slice_ticks` TSC
+    /// ticks have passed (a preemption-timer exit). Its VMCS stays current,
+    /// so the exit can be read and handled through `vmcs::read`/`write`.
+    pub fn run(&mut self, slice_ticks: u64) -> Result<(), VcpuError> {
         self.make_current()?;
+        let rate = vmx_root::capabilities().map_or(0, |caps| caps.misc.preemption_timer_rate());
+        vmcs::write(Guest32::PreemptionTimerValue, (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) as u32);
         // The shim itself uses SSE (the precompiled core library does), so
         // the guest's x87/SSE state is swapped in and out around the entry.
         let mut host_fx = FxState::reset();
@@ -166,24 +169,32 @@ fn adjusted(group: &'static str, allowed: vmx::controls::AllowedControls, wanted
 }
 
 fn write_controls(capabilities: &VmxCapabilities) -> Result<(), VcpuError> {
-    let pin =
-        PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING | PinBasedControls::VIRTUAL_NMIS;
-    // No MSR or I/O bitmaps yet: every RDMSR/WRMSR and every port access
-    // exits, which is what a monitor that emulates all devices needs.
-    let primary =
-        PrimaryControls::HLT_EXITING | PrimaryControls::UNCONDITIONAL_IO_EXITING | PrimaryControls::SECONDARY_CONTROLS;
+    // The preemption timer bounds each turn of a guest, so that one that
+    // never exits cannot keep the CPU from the others.
+    let pin = PinBasedControls::EXTERNAL_INTERRUPT_EXITING
+        | PinBasedControls::NMI_EXITING
+        | PinBasedControls::VIRTUAL_NMIS
+        | PinBasedControls::PREEMPTION_TIMER;
+    // Every port access exits (the monitor emulates all devices); MSRs exit
+    // except those the VMCS switches itself (see msr_bitmap).
+    let primary = PrimaryControls::HLT_EXITING
+        | PrimaryControls::UNCONDITIONAL_IO_EXITING
+        | PrimaryControls::TSC_OFFSETTING
+        | PrimaryControls::MSR_BITMAPS
+        | PrimaryControls::SECONDARY_CONTROLS;
     let secondary = SecondaryControls::EPT
         | SecondaryControls::VPID
         | SecondaryControls::UNRESTRICTED_GUEST
         | SecondaryControls::RDTSCP
         | SecondaryControls::INVPCID;
-    let exit = ExitControls::HOST_ADDRESS_SPACE_SIZE
+    let exit = ExitControls::SAVE_DEBUG_CONTROLS
+        | ExitControls::HOST_ADDRESS_SPACE_SIZE
         | ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT
         | ExitControls::SAVE_PAT
         | ExitControls::LOAD_PAT
         | ExitControls::SAVE_EFER
         | ExitControls::LOAD_EFER;
-    let entry = EntryControls::LOAD_PAT | EntryControls::LOAD_EFER;
+    let entry = EntryControls::LOAD_DEBUG_CONTROLS | EntryControls::LOAD_PAT | EntryControls::LOAD_EFER;
 
     vmcs::write(Control32::PinBasedControls, adjusted("pin-based", capabilities.pin_based, pin.bits())?);
     vmcs::write(Control32::PrimaryProcessorBasedControls, adjusted("primary", capabilities.primary, primary.bits())?);
@@ -193,6 +204,8 @@ fn write_controls(capabilities: &VmxCapabilities) -> Result<(), VcpuError> {
     );
     vmcs::write(Control32::ExitControls, adjusted("VM-exit", capabilities.exit, exit.bits())?);
     vmcs::write(Control32::EntryControls, adjusted("VM-entry", capabilities.entry, entry.bits())?);
+    vmcs::write(Control64::MsrBitmaps, msr_bitmap::address().as_u64());
+    vmcs::write(Control64::TscOffset, 0);
     vmcs::write(Control32::ExceptionBitmap, 0);
     vmcs::write(Control32::Cr3TargetCount, 0);
     vmcs::write(ControlNatural::Cr0GuestHostMask, CR0_OWNED_BITS);
@@ -230,7 +243,9 @@ fn write_host_state() {
 fn write_flat_protected_guest_state(capabilities: &VmxCapabilities, start: &FlatProtectedStart) {
     // The guest believes CR0 = PE|ET and CR4 = 0; the real registers also
     // carry the bits VMX operation needs (see CR0_OWNED_BITS/CR4_OWNED_BITS).
-    let guest_cr0 = CR0_PE | CR0_ET;
+    // NE reads as 1, as firmware leaves it: guests that keep what they read
+    // then never write the bit the shim owns, and their CR0 writes do not exit.
+    let guest_cr0 = CR0_PE | CR0_ET | CR0_NE;
     vmcs::write(GuestNatural::Cr0, capabilities.adjust_unrestricted_guest_cr0(guest_cr0));
     vmcs::write(ControlNatural::Cr0ReadShadow, guest_cr0);
     vmcs::write(GuestNatural::Cr3, 0);

@@ -70,3 +70,13 @@ pub fn write<F: VmcsWritable>(field: F, value: F::Value) {
 pub fn instruction_error() -> u32 {
     read(vmx::vmcs::ReadOnly32::VmInstructionError)
 }
+
+/// Writes a field given by its raw encoding. Only for encodings that
+/// `l0_shim::action_validation` accepted. It can still fail (a field this
+/// CPU does not have): the caller turns that into a guest stop, never a
+/// shim panic, because a monitor chose the field.
+pub fn write_checked_encoding(encoding: u32, value: u64) -> Result<(), VmxInstructionError> {
+    // Safe because the caller passes only encodings the validation allowed
+    // (guest state or the monitor's own controls), never host state.
+    unsafe { vmwrite(encoding, value) }
+}

@@ -40,7 +40,7 @@ pub fn run() -> Result<u32, String> {
     let mut line = String::new();
     let mut exits = 0u64;
     loop {
-        vcpu.run().map_err(|error| format!("{error}"))?;
+        vcpu.run(u64::MAX).map_err(|error| format!("{error}"))?;
         exits += 1;
         let exit = ExitReasonField(vmcs::read(ReadOnly32::ExitReason));
         let qualification = vmcs::read(ReadOnlyNatural::ExitQualification);

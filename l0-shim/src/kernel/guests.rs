@@ -1,0 +1,297 @@
+//! The guests: created from the boot configuration, run side by side, and
+//! each ended on its own, for its own reason, without touching the others.
+//!
+//! Each guest has its own RAM and EPT, its own VPID and VMCS, and its own
+//! monitor. Every VM exit goes to that monitor as an `ExitEvent`; its answer
+//! is checked and applied by `monitor_channel`. For now the monitor's logic
+//! runs inside the shim; it moves into its own deprivileged image next,
+//! behind the same ABI.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use l0_shim::boot_info::BootInfo;
+use log::{info, warn};
+use matryoshka_config::GuestConfig;
+use monitor::guest_monitor::{GuestMonitor, GuestSetup};
+use monitor::loader::Module;
+use monitor::policy::cpuid::NativeSupport;
+use monitor::policy::msr::UnknownMsrAction;
+use monitor_abi::{StopReason, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
+use vmx::capabilities::VmxCapabilities;
+use vmx::vmcs::Control64;
+
+use crate::arch::cpu::{cpuid, rdtsc};
+use crate::arch::vmx_instructions::GuestRegisters;
+use crate::kernel::guest_ram::GuestRam;
+use crate::kernel::monitor_channel::{self, Next, Output};
+use crate::kernel::vcpu::{FlatProtectedStart, Vcpu};
+use crate::kernel::{memory, tsc, vmcs};
+
+/// How long a guest may run before the next one gets the CPU, in TSC
+/// ticks (about 10 ms of Bochs time at 50 M instructions per second).
+const TIME_SLICE_TICKS: u64 = 500_000;
+/// The RTC time guests start with (2026-01-01T00:00:00Z): fixed, so runs
+/// are repeatable.
+const GUEST_WALL_CLOCK: u64 = 1_767_225_600;
+
+/// Where a guest is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestState {
+    Runnable,
+    /// Halted until an interrupt; woken at this host TSC at the latest.
+    Halted {
+        wake_at_tsc: Option<u64>,
+    },
+    /// Ended: the summary state word and why.
+    Ended {
+        state: &'static str,
+        reason: String,
+    },
+}
+
+pub struct Guest {
+    pub name: String,
+    ram: GuestRam,
+    vcpu: Vcpu,
+    monitor: GuestMonitor,
+    pub state: GuestState,
+    console_line: Vec<u8>,
+    pub exits: u64,
+}
+
+impl Guest {
+    /// Creates a guest and loads its kernel; the error says what was wrong.
+    pub fn create(
+        config: &GuestConfig,
+        boot: &BootInfo,
+        capabilities: &VmxCapabilities,
+        vpid: u16,
+    ) -> Result<Self, String> {
+        let ram_bytes = config.memory_mib << 20;
+        let mut ram = GuestRam::new(ram_bytes).map_err(|error| error.to_string())?;
+        let setup = GuestSetup {
+            config,
+            ram_bytes,
+            tsc_khz: u32::try_from(tsc::khz()).unwrap_or(u32::MAX),
+            native: NativeSupport::from_capabilities(capabilities),
+            wall_clock_unix_secs: GUEST_WALL_CLOCK,
+            unknown_msr: UnknownMsrAction::InjectGp,
+        };
+        let mut monitor = GuestMonitor::new(&setup, |leaf, subleaf| {
+            let host = cpuid(leaf, subleaf);
+            [host.eax, host.ebx, host.ecx, host.edx]
+        });
+        let module = |name: &str| {
+            boot.module(name).map(memory::module_bytes).ok_or_else(|| format!("no boot module named '{name}'"))
+        };
+        let kernel = module(&config.kernel)?;
+        let ramdisk = config.ramdisk.as_deref().map(module).transpose()?;
+        let modules: Vec<Module> = ramdisk
+            .into_iter()
+            .zip(config.ramdisk.iter())
+            .map(|(bytes, name)| Module { bytes, cmdline: name })
+            .collect();
+        let loaded = monitor
+            .load(&mut ram, kernel, &config.kernel, &config.cmdline, &modules)
+            .map_err(|error| error.to_string())?;
+        let cpu = &loaded.cpu;
+        let monitor::loader::CpuMode::ProtectedFlat32 { code_selector, data_selector } = cpu.mode;
+        let registers = GuestRegisters {
+            rax: cpu.registers.rax,
+            rbx: cpu.registers.rbx,
+            rcx: cpu.registers.rcx,
+            rdx: cpu.registers.rdx,
+            rsi: cpu.registers.rsi,
+            rdi: cpu.registers.rdi,
+            rbp: cpu.registers.rbp,
+            ..GuestRegisters::default()
+        };
+        let start = FlatProtectedStart {
+            rip: cpu.rip,
+            registers,
+            code_selector,
+            data_selector,
+            gdtr: cpu.gdt.map(|gdt| (gdt.base, gdt.limit)),
+        };
+        let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
+        info!(
+            "guest {}: created ({} MiB, kernel {}, entry {:#x})",
+            config.name, config.memory_mib, config.kernel, cpu.rip
+        );
+        Ok(Self {
+            name: config.name.clone(),
+            ram,
+            vcpu,
+            monitor,
+            state: GuestState::Runnable,
+            console_line: Vec::new(),
+            exits: 0,
+        })
+    }
+
+    fn end(&mut self, state: &'static str, reason: String) {
+        self.flush_console();
+        warn_or_info(state, &self.name, &reason);
+        self.state = GuestState::Ended { state, reason };
+    }
+
+    /// The guest's TSC rate converts the monitor's nanoseconds to ticks.
+    fn guest_now_ns(&self) -> u64 {
+        let offset = vmcs::read(Control64::TscOffset);
+        ns_from_ticks(rdtsc().wrapping_add(offset))
+    }
+
+    /// Runs one turn: until the next exit (handled) or the end of the slice.
+    fn run_turn(&mut self) {
+        if let Err(error) = self.vcpu.run(TIME_SLICE_TICKS) {
+            self.end("failed", format!("VM entry: {error}"));
+            return;
+        }
+        self.exits += 1;
+        let event = monitor_channel::snapshot_exit(0, &self.vcpu.registers);
+        let response = self.monitor.handle_exit(&event);
+        self.apply(response);
+    }
+
+    /// A halted guest's deadline passed.
+    fn wake(&mut self) {
+        if let Err(error) = self.vcpu.make_current() {
+            self.end("failed", format!("{error}"));
+            return;
+        }
+        let response = self.monitor.handle_timer(0, self.guest_now_ns());
+        self.state = GuestState::Runnable;
+        self.apply(response);
+    }
+
+    fn apply(&mut self, response: monitor_abi::Response) {
+        let mut output = Output::default();
+        let next = monitor_channel::apply(response, &mut self.vcpu.registers, &mut output);
+        self.mirror_console(&output.console);
+        for (level, text) in output.logs {
+            match level {
+                LOG_ERROR | LOG_WARN => warn!("guest {}: {text}", self.name),
+                LOG_INFO => info!("guest {}: {text}", self.name),
+                LOG_DEBUG => log::debug!("guest {}: {text}", self.name),
+                _ => log::trace!("guest {}: {text}", self.name),
+            }
+        }
+        match next {
+            Next::Run => self.state = GuestState::Runnable,
+            Next::Halt { wake_at_ns } => {
+                let offset = vmcs::read(Control64::TscOffset);
+                let wake_at_tsc = wake_at_ns.map(|ns| ticks_from_ns(ns).wrapping_sub(offset));
+                self.state = GuestState::Halted { wake_at_tsc };
+            }
+            Next::Stop { reason, detail } => {
+                let (state, reason) = describe_stop(reason, detail);
+                self.end(state, reason);
+            }
+        }
+    }
+
+    /// Mirrors the guest's console to the shim's, a line at a time with
+    /// the guest's name in front.
+    fn mirror_console(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            match byte {
+                b'\n' => self.flush_console(),
+                b'\r' => {}
+                _ => self.console_line.push(byte),
+            }
+        }
+    }
+
+    fn flush_console(&mut self) {
+        if !self.console_line.is_empty() {
+            let line = String::from_utf8_lossy(&self.console_line);
+            crate::println!("[{}] {line}", self.name);
+            self.console_line.clear();
+        }
+    }
+
+    pub fn ram_mib(&self) -> u64 {
+        use monitor::guest_memory::GuestMemory;
+        self.ram.size() >> 20
+    }
+}
+
+fn warn_or_info(state: &str, name: &str, reason: &str) {
+    if state == "stopped" {
+        info!("guest {name}: {state} ({reason})");
+    } else {
+        warn!("guest {name}: {state} ({reason})");
+    }
+}
+
+fn describe_stop(reason: StopReason, detail: String) -> (&'static str, String) {
+    let with_detail = |what: &str| if detail.is_empty() { what.to_string() } else { format!("{what}: {detail}") };
+    match reason {
+        StopReason::DebugExit { status } => ("stopped", format!("debug exit, status {status}")),
+        StopReason::PowerOff => ("stopped", with_detail("powered off")),
+        StopReason::Reboot => ("stopped", with_detail("reboot requested; restart is not supported yet")),
+        StopReason::TripleFault if detail.is_empty() => ("crashed", "triple fault".into()),
+        StopReason::TripleFault => ("crashed", detail),
+        StopReason::GuestError => ("crashed", detail),
+        StopReason::MonitorError => ("failed", with_detail("monitor error")),
+    }
+}
+
+fn ns_from_ticks(ticks: u64) -> u64 {
+    (u128::from(ticks) * 1_000_000 / u128::from(tsc::khz().max(1))) as u64
+}
+
+fn ticks_from_ns(ns: u64) -> u64 {
+    (u128::from(ns) * u128::from(tsc::khz()) / 1_000_000) as u64
+}
+
+/// Runs every guest until all have ended. A guest that is halted waits for
+/// its deadline; when every live guest is halted, the CPU waits (spins on
+/// the TSC: the shim takes no interrupts yet) for the earliest deadline.
+pub fn run_all(guests: &mut [Guest]) {
+    loop {
+        let mut live = false;
+        let mut earliest_wake: Option<u64> = None;
+        for guest in guests.iter_mut() {
+            match guest.state.clone() {
+                GuestState::Ended { .. } => continue,
+                GuestState::Runnable => {
+                    live = true;
+                    guest.run_turn();
+                }
+                GuestState::Halted { wake_at_tsc: Some(wake) } => {
+                    live = true;
+                    if rdtsc() >= wake {
+                        guest.wake();
+                    } else {
+                        earliest_wake = Some(earliest_wake.map_or(wake, |earliest| earliest.min(wake)));
+                    }
+                }
+                GuestState::Halted { wake_at_tsc: None } => {
+                    // Nothing can wake it: no device of its platform has a
+                    // deadline and the shim delivers no other interrupts.
+                    guest.end("stopped", "halted for good: no interrupt can wake it".into());
+                }
+            }
+        }
+        if !live {
+            return;
+        }
+        let any_runnable = guests.iter().any(|guest| guest.state == GuestState::Runnable);
+        if let (false, Some(wake)) = (any_runnable, earliest_wake) {
+            while rdtsc() < wake {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The summary line of a guest.
+pub fn summary(guest: &Guest) -> String {
+    match &guest.state {
+        GuestState::Ended { state, reason } => format!("guest {}: {state} ({reason})", guest.name),
+        other => format!("guest {}: {other:?}", guest.name),
+    }
+}

@@ -1,0 +1,54 @@
+//! Guests running under the shim on Bochs: the L1 test kernel checks its
+//! virtual platform, and misbehaving guests end alone.
+
+mod common;
+
+use common::boot;
+use matryoshka_tests::{Emulator, Exit, ImageBuilder};
+
+#[test]
+fn the_l1_test_kernel_passes_every_platform_check() {
+    let image = ImageBuilder::scenario("l1-test").unwrap_or_else(|e| panic!("{e}"));
+    let mut machine = boot(image, Emulator::bochs());
+    machine.expect("guest l1-test: created");
+    machine.expect("[l1-test] l1-test: booted by a multiboot loader");
+    for check in ["cpuid", "msr", "io", "pit", "rtc", "memory"] {
+        machine.expect(&format!("[l1-test] l1-test: {check}: PASS"));
+    }
+    machine.expect("[l1-test] l1-test: done: 6 passed, 0 failed");
+    // Status 1 = (0 << 1) | 1: the kernel reported success.
+    machine.expect("guest l1-test: stopped (debug exit, status 1)");
+    machine.expect_exit(Exit::Success);
+}
+
+#[test]
+fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
+    let image = ImageBuilder::scenario("isolation").unwrap_or_else(|e| panic!("{e}"));
+    let mut machine = boot(image, Emulator::bochs());
+    for name in ["worker", "crasher", "wild", "hostile"] {
+        machine.expect(&format!("guest {name}: created"));
+    }
+    // Four guests share the CPU: their consoles interleave, so each is
+    // checked in the whole log rather than in order.
+    machine.expect_exit(Exit::Success);
+    let console = machine.machine.console();
+    let has = |needle: &str| assert!(console.contains(needle), "missing '{needle}' in:\n{console}");
+    has("[worker] l1-test: work 5/5");
+    has("[worker] l1-test: done: 2 passed, 0 failed");
+    has("[hostile] l1-test: hostile-devices: PASS");
+    has("[hostile] l1-test: hostile-msrs: PASS");
+    has("[hostile] l1-test: done: 5 passed, 0 failed");
+    has("further #GPs for MSR accesses are counted, not logged");
+    // The summary, one line per guest, in configuration order.
+    let summary: Vec<&str> = console.lines().filter(|line| line.starts_with("guest ")).collect();
+    assert_eq!(summary.len(), 4, "{summary:#?}");
+    assert_eq!(summary[0], "guest worker: stopped (debug exit, status 1)");
+    assert!(summary[1].starts_with("guest crasher: crashed (triple fault at RIP 0x"), "{}", summary[1]);
+    assert!(
+        summary[2]
+            .starts_with("guest wild: crashed (write of guest-physical address 0xdead0000, where the guest has no RAM"),
+        "{}",
+        summary[2]
+    );
+    assert_eq!(summary[3], "guest hostile: stopped (debug exit, status 1)");
+}
