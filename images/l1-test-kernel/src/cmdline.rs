@@ -174,6 +174,8 @@ pub struct Options<'a> {
     pub crash: Option<Crash>,
     /// `work=N`: numbered progress lines.
     pub work: u64,
+    /// `bench=N`: time N round trips each of CPUID and of an I/O port read.
+    pub bench: u64,
     pub expect: Expectations<'a>,
     /// `unclaimed-port=P`: a port that must read as all ones.
     pub unclaimed_port: u16,
@@ -190,6 +192,7 @@ impl Default for Options<'_> {
             hostile: "",
             crash: None,
             work: 0,
+            bench: 0,
             expect: Expectations::default(),
             unclaimed_port: DEFAULT_UNCLAIMED_PORT,
             dense_memory_test: false,
@@ -256,6 +259,7 @@ impl<'a> Options<'a> {
                     .map(|crash| options.crash = Some(crash))
                     .ok_or(bad("triple-fault, wild-mmio, unknown-msr or invalid-opcode")),
                 "work" => parse_number(value).map(|n| options.work = n).ok_or(bad("a number")),
+                "bench" => parse_number(value).map(|n| options.bench = n).ok_or(bad("a number")),
                 "expect-vmx" => parse_flag(value).map(|v| options.expect.vmx = Some(v)).ok_or(bad("0 or 1")),
                 "expect-hypervisor" => {
                     parse_flag(value).map(|v| options.expect.hypervisor = Some(v)).ok_or(bad("0 or 1"))
@@ -354,7 +358,8 @@ mod tests {
 
     #[test]
     fn loader_puts_the_kernel_path_first() {
-        let (options, problems) = parse("build/guests/l1-test tests=cpuid,msr work=3");
+        let (options, problems) = parse("build/guests/l1-test tests=cpuid,msr work=3 bench=100");
+        assert_eq!(options.bench, 100);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(options.checks().collect::<Vec<_>>(), [Check::Cpuid, Check::Msr]);
         assert_eq!(options.work, 3);

@@ -1,5 +1,5 @@
 //! The run: bring-up, then what the command line asks for, in a fixed
-//! order (hostile modes, checks, work, crash), then the verdict.
+//! order (hostile modes, checks, work, bench, crash), then the verdict.
 
 use l1_test_kernel::cmdline::Options;
 use l1_test_kernel::multiboot::BOOTLOADER_MAGIC;
@@ -67,6 +67,9 @@ pub fn start(multiboot_info: u32, efer_nxe: bool) -> ! {
     }
     if options.work > 0 {
         modes::work::run(options.work);
+    }
+    if options.bench > 0 {
+        modes::bench::run(options.bench, options.unclaimed_port);
     }
     // A crash that works never returns; one that returns was survived.
     let survived_crash = match options.crash {
