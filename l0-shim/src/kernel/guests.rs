@@ -251,20 +251,26 @@ fn ticks_from_ns(ns: u64) -> u64 {
 /// its deadline; when every live guest is halted, the CPU waits (spins on
 /// the TSC: the shim takes no interrupts yet) for the earliest deadline.
 pub fn run_all(guests: &mut [Guest]) {
+    // The guest whose directly-accessed MSRs the CPU holds.
+    let mut msr_owner: Option<usize> = None;
     loop {
         let mut live = false;
         let mut earliest_wake: Option<u64> = None;
-        for guest in guests.iter_mut() {
-            match guest.state.clone() {
+        for index in 0..guests.len() {
+            match guests[index].state.clone() {
                 GuestState::Ended { .. } => continue,
                 GuestState::Runnable => {
                     live = true;
-                    guest.run_turn();
+                    if msr_owner != Some(index) {
+                        switch_msrs(guests, msr_owner, index);
+                        msr_owner = Some(index);
+                    }
+                    guests[index].run_turn();
                 }
                 GuestState::Halted { wake_at_tsc: Some(wake) } => {
                     live = true;
                     if rdtsc() >= wake {
-                        guest.wake();
+                        guests[index].wake();
                     } else {
                         earliest_wake = Some(earliest_wake.map_or(wake, |earliest| earliest.min(wake)));
                     }
@@ -272,7 +278,7 @@ pub fn run_all(guests: &mut [Guest]) {
                 GuestState::Halted { wake_at_tsc: None } => {
                     // Nothing can wake it: no device of its platform has a
                     // deadline and the shim delivers no other interrupts.
-                    guest.end("stopped", "halted for good: no interrupt can wake it".into());
+                    guests[index].end("stopped", "halted for good: no interrupt can wake it".into());
                 }
             }
         }
@@ -285,6 +291,20 @@ pub fn run_all(guests: &mut [Guest]) {
                 core::hint::spin_loop();
             }
         }
+    }
+}
+
+fn switch_msrs(guests: &mut [Guest], from: Option<usize>, to: usize) {
+    match from {
+        Some(from) if from < to => {
+            let (before, after) = guests.split_at_mut(to);
+            after[0].vcpu.switch_msrs_from(Some(&mut before[from].vcpu));
+        }
+        Some(from) => {
+            let (before, after) = guests.split_at_mut(from);
+            before[to].vcpu.switch_msrs_from(Some(&mut after[0].vcpu));
+        }
+        None => guests[to].vcpu.switch_msrs_from(None),
     }
 }
 

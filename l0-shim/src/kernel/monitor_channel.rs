@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use l0_shim::action_validation::{self, Rejection};
 use monitor_abi::{Action, ExitEvent, GuestSnapshot, InjectionKind, Response, StopReason, GPR_COUNT, RSP};
-use vmx::controls::PrimaryControls;
+use vmx::controls::{EntryControls, PrimaryControls};
 use vmx::vmcs::ReadOnlyNatural;
 use vmx::vmcs::{
     Control32, Control64, ControlNatural, Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnly64,
@@ -147,6 +147,9 @@ pub fn apply(response: Response, registers: &mut GuestRegisters, output: &mut Ou
                         "this CPU refused a write of field {encoding:#x}: {error:?}"
                     ));
                 }
+                if encoding == Guest64::Ia32Efer.encoding() {
+                    sync_ia32e_mode(value);
+                }
             }
             Action::InjectEvent { vector, kind, error_code } => inject(vector, kind, error_code),
             Action::SkipInstruction => skip_instruction(),
@@ -196,6 +199,20 @@ fn skip_instruction() {
     let interruptibility = vmcs::read(Guest32::InterruptibilityState);
     if interruptibility & BLOCKING_BY_STI_OR_MOV_SS != 0 {
         vmcs::write(Guest32::InterruptibilityState, interruptibility & !BLOCKING_BY_STI_OR_MOV_SS);
+    }
+}
+
+/// VM entry requires the "IA-32e mode guest" control to match EFER.LMA
+/// (SDM 26.3.1.1). The control is the shim's, so the shim follows the
+/// monitor's EFER: the CPU itself only switches modes for CR0 writes that
+/// do not exit.
+fn sync_ia32e_mode(efer: u64) {
+    const EFER_LMA: u64 = 1 << 10;
+    let controls = vmcs::read(Control32::EntryControls);
+    let bit = EntryControls::IA32E_MODE_GUEST.bits();
+    let wanted = if efer & EFER_LMA != 0 { controls | bit } else { controls & !bit };
+    if wanted != controls {
+        vmcs::write(Control32::EntryControls, wanted);
     }
 }
 

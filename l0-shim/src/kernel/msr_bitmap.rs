@@ -3,14 +3,15 @@
 //! Everything exits, so the monitor's MSR policy sees it, except the MSRs
 //! whose guest values the VMCS itself loads and saves on every entry and
 //! exit (PAT, DEBUGCTL, SYSENTER, FS/GS base): for those the hardware keeps
-//! guest and host apart, and an exit would only cost time.
+//! guest and host apart, and an exit would only cost time. The same goes for
+//! the SYSCALL/SWAPGS/TSC_AUX MSRs, which the scheduler switches itself.
 
 use l0_shim::memory::PhysAddr;
 use spin::Once;
 
 use crate::kernel::memory;
 
-const PASSED_THROUGH: [u32; 7] = [
+const PASSED_THROUGH: [u32; 7 + SWITCHED_MSRS.len()] = [
     0x174,       // IA32_SYSENTER_CS
     0x175,       // IA32_SYSENTER_ESP
     0x176,       // IA32_SYSENTER_EIP
@@ -18,6 +19,25 @@ const PASSED_THROUGH: [u32; 7] = [
     0x277,       // IA32_PAT
     0xc000_0100, // IA32_FS_BASE
     0xc000_0101, // IA32_GS_BASE
+    SWITCHED_MSRS[0],
+    SWITCHED_MSRS[1],
+    SWITCHED_MSRS[2],
+    SWITCHED_MSRS[3],
+    SWITCHED_MSRS[4],
+    SWITCHED_MSRS[5],
+];
+
+/// MSRs the VMCS does not switch but a guest owns while it runs (SYSCALL
+/// targets, SWAPGS base, RDTSCP's aux value). The shim does not use them,
+/// so the guest may access them directly; the scheduler swaps them when
+/// another vCPU takes the CPU (see `Vcpu::switch_msrs_from`).
+pub const SWITCHED_MSRS: [u32; 6] = [
+    0xc000_0081, // IA32_STAR
+    0xc000_0082, // IA32_LSTAR
+    0xc000_0083, // IA32_CSTAR
+    0xc000_0084, // IA32_FMASK
+    0xc000_0102, // IA32_KERNEL_GS_BASE
+    0xc000_0103, // IA32_TSC_AUX
 ];
 
 /// Offsets of the four 1 KiB bitmaps in the page.

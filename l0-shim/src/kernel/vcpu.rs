@@ -14,12 +14,13 @@ use vmx::vmcs::{
 };
 use x86_64::instructions::tables::{sgdt, sidt};
 
-use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, FxState};
+use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, write_msr, FxState};
 use crate::arch::vmx_instructions::{
     enter_guest, exit_landing_address, invvpid, GuestRegisters, InvvpidKind, VmxInstructionError,
 };
+use crate::kernel::msr_bitmap::{self, SWITCHED_MSRS};
 use crate::kernel::vmcs::{self, Vmcs};
-use crate::kernel::{msr_bitmap, percpu, vmx_root};
+use crate::kernel::{percpu, vmx_root};
 
 const IA32_EFER: u32 = 0xc000_0080;
 const IA32_PAT: u32 = 0x277;
@@ -96,6 +97,9 @@ pub struct Vcpu {
     vpid: u16,
     pub registers: GuestRegisters,
     fx: FxState,
+    /// The guest's values of `msr_bitmap::SWITCHED_MSRS`, while another
+    /// vCPU has the CPU.
+    switched_msrs: [u64; SWITCHED_MSRS.len()],
     launched: bool,
 }
 
@@ -125,7 +129,31 @@ impl Vcpu {
         write_flat_protected_guest_state(capabilities, start);
         vmcs::write(Control64::EptPointer, eptp);
         vmcs::write(Control16::VirtualProcessorId, vpid);
-        Ok(Self { vmcs, vpid, registers: start.registers, fx: FxState::reset(), launched: false })
+        Ok(Self {
+            vmcs,
+            vpid,
+            registers: start.registers,
+            fx: FxState::reset(),
+            switched_msrs: [0; SWITCHED_MSRS.len()],
+            launched: false,
+        })
+    }
+
+    /// Gives this vCPU the CPU after `previous` (None: after the shim
+    /// itself): the MSRs guests access directly are saved for `previous`
+    /// and loaded for this one.
+    pub fn switch_msrs_from(&mut self, previous: Option<&mut Vcpu>) {
+        if let Some(previous) = previous {
+            for (value, msr) in previous.switched_msrs.iter_mut().zip(SWITCHED_MSRS) {
+                *value = read_msr(msr);
+            }
+        }
+        for (value, msr) in self.switched_msrs.iter().zip(SWITCHED_MSRS) {
+            // Safe because the shim does not use these MSRs itself (no
+            // SYSCALL, no SWAPGS, no RDTSCP), and the guest's values came
+            // from the guest's own direct writes, which the CPU checked.
+            unsafe { write_msr(msr, *value) };
+        }
     }
 
     /// Makes this vCPU's VMCS current: its fields are what `vmcs::read`
