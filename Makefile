@@ -27,6 +27,13 @@ image:
 	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel
 	@echo "shim kernel: $(SHIM_ELF)"
 
+# The Linux guest kernel and busybox initramfs (images/linux/README.md), built
+# from Debian packages and cached in $MATRYOSHKA_CACHE (default ~/.cache/matryoshka).
+.PHONY: linux-images
+linux-images:
+	images/linux/build-kernel.sh
+	images/linux/build-initramfs.sh
+
 # The L1 test kernel (bare metal, multiboot v1), written where the image
 # builder looks for guest kernels. QEMU's multiboot loader refuses ELF64, so
 # the ELF64 that cargo links (at 1 MiB) is converted to ELF32.
