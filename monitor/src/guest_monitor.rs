@@ -39,6 +39,7 @@ const EFER_LMA: u64 = 1 << 10;
 /// the read shadows the monitor keeps.
 const CR0_FORCED: u64 = 1 << 5;
 const CR4_FORCED: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
 /// How many MSR faults of a guest are logged one by one.
 const LOGGED_MSR_FAULTS: u64 = 8;
 
@@ -191,18 +192,21 @@ impl GuestMonitor {
             ExitReason::Wrmsr => self.wrmsr(vcpu, exit, &mut response),
             ExitReason::IoInstruction => self.io(exit, now, &mut response),
             ExitReason::ControlRegisterAccess => self.control_register(exit, &mut response),
+            ExitReason::Hlt if exit.guest.rflags & RFLAGS_IF == 0 => {
+                // Nothing the monitor delivers (no NMI, no INIT) can wake a
+                // vCPU halted with interrupts off: this is how a guest
+                // without ACPI powers off (Linux's "System halted").
+                return stop(
+                    StopReason::PowerOff,
+                    format!("halted with interrupts disabled at RIP {:#x}", exit.guest.rip),
+                );
+            }
             ExitReason::Hlt => {
                 response.actions.push(Action::SkipInstruction);
-                if exit.guest.rflags & RFLAGS_IF == 0 {
-                    Err(format!(
-                        "the guest halted with interrupts disabled at RIP {:#x}: it can never wake",
-                        exit.guest.rip
-                    ))
-                } else {
-                    self.vcpus[vcpu].halted = true;
-                    Ok(())
-                }
+                self.vcpus[vcpu].halted = true;
+                Ok(())
             }
+            ExitReason::Xsetbv => self.xsetbv(vcpu, exit, &mut response),
             ExitReason::InterruptWindow => {
                 response.actions.push(Action::InterruptWindow { enable: false });
                 Ok(())
@@ -414,6 +418,36 @@ impl GuestMonitor {
         Ok(())
     }
 
+    /// XSETBV (SDM vol. 2C): #UD unless CR4.OSXSAVE; #GP(0) outside ring
+    /// 0, for an XCR other than 0, or for a value the guest's CPUID does
+    /// not allow.
+    fn xsetbv(&mut self, vcpu: usize, exit: &ExitEvent, response: &mut Response) -> Result<(), String> {
+        let guest = &exit.guest;
+        if guest.cr4 & CR4_OSXSAVE == 0 {
+            response.actions.push(Action::InjectEvent {
+                vector: UD,
+                kind: InjectionKind::HardwareException,
+                error_code: None,
+            });
+            return Ok(());
+        }
+        let cpl = (guest.cs_access_rights >> 5) & 3;
+        let register = guest.gprs[RCX as usize] as u32;
+        let value = (guest.gprs[RDX as usize] << 32) | (guest.gprs[RAX as usize] & 0xffff_ffff);
+        if let Some(why) = match (cpl, register) {
+            (1..=3, _) => Some(format!("XSETBV at CPL {cpl}")),
+            (_, 1..) => Some(format!("XSETBV of XCR{register}")),
+            _ => invalid_xcr0(value, self.cpuid.supported_xcr0()).map(|why| format!("XSETBV {value:#x}: {why}")),
+        } {
+            self.inject_gp(response, Some(why));
+            return Ok(());
+        }
+        self.vcpus[vcpu].xcr0 = value;
+        response.actions.push(Action::SetXcr0 { value });
+        response.actions.push(Action::SkipInstruction);
+        Ok(())
+    }
+
     fn inject_gp(&mut self, response: &mut Response, why: Option<String>) {
         self.msr_faults += 1;
         match (why, self.msr_faults) {
@@ -516,6 +550,26 @@ fn log(level: u8, mut text: String) -> Action {
         text.truncate(end);
     }
     Action::Log { level, text }
+}
+
+/// Why XCR0 may not take `value` given what the guest's CPUID offers
+/// (SDM vol. 1, 13.3), or `None` if it may.
+fn invalid_xcr0(value: u64, supported: u64) -> Option<&'static str> {
+    const X87: u64 = 1;
+    const SSE: u64 = 1 << 1;
+    const AVX: u64 = 1 << 2;
+    const AVX512: u64 = 0b111 << 5;
+    if value & !supported != 0 {
+        Some("it enables components the guest's CPUID does not offer")
+    } else if value & X87 == 0 {
+        Some("x87 state must stay enabled")
+    } else if value & AVX != 0 && value & SSE == 0 {
+        Some("AVX needs SSE")
+    } else if value & AVX512 != 0 && (value & AVX512 != AVX512 || value & AVX == 0) {
+        Some("AVX-512 needs all three of its components and AVX")
+    } else {
+        None
+    }
 }
 
 /// What an EPT-violation qualification says the guest tried (SDM 28.2.1).
@@ -697,8 +751,8 @@ mod tests {
         let (reason, detail) = stop_detail(&monitor.handle_exit(&wild));
         assert_eq!(reason, StopReason::GuestError);
         assert!(detail.contains("write of guest-physical address 0xdead0000"), "{detail}");
-        let xsetbv = stop_detail(&monitor.handle_exit(&exit(ExitReason::Xsetbv, 0, 0))).1;
-        assert!(xsetbv.contains("not handled yet"), "{xsetbv}");
+        let wbinvd = stop_detail(&monitor.handle_exit(&exit(ExitReason::Getsec, 0, 0))).1;
+        assert!(wbinvd.contains("not handled yet"), "{wbinvd}");
         let failed = ExitEvent {
             exit_reason: ExitReasonField::entry_failure(ExitReason::EntryFailureInvalidGuestState).0,
             ..exit(ExitReason::Hlt, 0, 0)
@@ -712,12 +766,15 @@ mod tests {
     }
 
     #[test]
-    fn hlt_waits_for_interrupts_and_refuses_to_sleep_forever() {
+    fn hlt_waits_for_interrupts_and_with_interrupts_off_is_a_power_off() {
         let plain = config("");
         let mut monitor = monitor_for(&plain);
         let mut sleeping = exit(ExitReason::Hlt, 0, 0);
         sleeping.guest.rflags = 0x2;
-        assert!(stop_detail(&monitor.handle_exit(&sleeping)).1.contains("interrupts disabled"));
+        assert_eq!(
+            stop_detail(&monitor.handle_exit(&sleeping)),
+            (StopReason::PowerOff, "halted with interrupts disabled at RIP 0x100000".into())
+        );
         let response = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 0));
         assert_eq!(response.actions, vec![Action::SkipInstruction, Action::Halt { wake_at_ns: None }]);
     }
@@ -816,5 +873,34 @@ mod tests {
         assert!(response
             .actions
             .contains(&Action::WriteField { encoding: GuestNatural::Cr4.encoding(), value: 0x2020 }));
+    }
+
+    #[test]
+    fn xsetbv_follows_the_architecture() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let xsetbv = |monitor: &mut GuestMonitor, cr4: u64, rcx: u64, value: u64| {
+            let mut event = with_gprs(
+                exit(ExitReason::Xsetbv, 0, 0),
+                &[(RCX, rcx), (RAX, value & 0xffff_ffff), (RDX, value >> 32)],
+            );
+            event.guest.cr4 = cr4;
+            monitor.handle_exit(&event)
+        };
+        let gp = Action::InjectEvent { vector: GP, kind: InjectionKind::HardwareException, error_code: Some(0) };
+        let ud = Action::InjectEvent { vector: UD, kind: InjectionKind::HardwareException, error_code: None };
+        assert_eq!(xsetbv(&mut monitor, 0, 0, 0b111).actions, vec![ud], "#UD without CR4.OSXSAVE");
+        assert!(xsetbv(&mut monitor, CR4_OSXSAVE, 1, 0b111).actions.contains(&gp), "XCR1");
+        assert!(xsetbv(&mut monitor, CR4_OSXSAVE, 0, 0b110).actions.contains(&gp), "no x87");
+        assert!(xsetbv(&mut monitor, CR4_OSXSAVE, 0, 0b101).actions.contains(&gp), "AVX without SSE");
+        assert!(xsetbv(&mut monitor, CR4_OSXSAVE, 0, 1 << 40).actions.contains(&gp), "unsupported");
+        assert_eq!(
+            xsetbv(&mut monitor, CR4_OSXSAVE, 0, 0b111).actions,
+            vec![Action::SetXcr0 { value: 0b111 }, Action::SkipInstruction]
+        );
+        // CPUID.0DH.0:EBX now sizes the AVX state the guest enabled.
+        let mut cpuid = with_gprs(exit(ExitReason::Cpuid, 0, 0), &[(RAX, 0xd)]);
+        cpuid.guest.cr4 = CR4_OSXSAVE;
+        assert_eq!(gpr(&monitor.handle_exit(&cpuid), RBX), Some(576 + 256));
     }
 }

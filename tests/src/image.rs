@@ -31,7 +31,6 @@ impl ImageBuilder {
     /// An image for the scenario `images/scenarios/NAME`, with every module
     /// its guests name taken from `build/guests/` or `images/`.
     pub fn scenario(name: &str) -> Result<Self, String> {
-        workspace::guest_kernels()?;
         let path = workspace::scenarios_dir().join(name);
         let text = fs::read_to_string(&path).map_err(|error| {
             format!("scenario '{name}': cannot read {}: {error} (scenarios: {})", path.display(), list_scenarios())
@@ -39,6 +38,7 @@ impl ImageBuilder {
         let module_name = format!("scenarios/{name}");
         let mut builder = Self::new().config(&module_name, &text);
         for module in modules_named_by(&module_name, &text) {
+            workspace::ensure_module_built(&module)?;
             let file = find_module_file(&module).ok_or_else(|| {
                 format!(
                     "scenario '{name}' needs the module '{module}', which is neither in {} nor in {}",

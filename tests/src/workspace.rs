@@ -84,3 +84,40 @@ fn build_guest_kernels() -> Result<(), String> {
         Err(format!("objcopy of the L1 test kernel failed ({converted})"))
     }
 }
+
+/// Builds a boot module the project makes itself, if `name` is one:
+/// `l1-test` (the L1 test kernel) or `linux-bzimage`/`linux-initramfs`
+/// (images/linux, cached outside the repository and copied here).
+pub fn ensure_module_built(name: &str) -> Result<(), String> {
+    match name {
+        "l1-test" => guest_kernels(),
+        "linux-bzimage" | "linux-initramfs" => linux_images(),
+        _ => Ok(()),
+    }
+}
+
+/// Builds (or finds in the cache) the Linux kernel and initramfs once per
+/// process and copies them into `build/guests/`.
+pub fn linux_images() -> Result<(), String> {
+    static LINUX: OnceLock<Result<(), String>> = OnceLock::new();
+    LINUX.get_or_init(build_linux_images).clone()
+}
+
+fn build_linux_images() -> Result<(), String> {
+    std::fs::create_dir_all(guest_build_dir()).map_err(|error| format!("creating build/guests: {error}"))?;
+    for (script, module) in [("build-kernel.sh", "linux-bzimage"), ("build-initramfs.sh", "linux-initramfs")] {
+        let output = Command::new(root().join("images/linux").join(script))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|error| format!("cannot run images/linux/{script}: {error}"))?;
+        if !output.status.success() {
+            return Err(format!("images/linux/{script} failed ({})", output.status));
+        }
+        // The scripts print the cached file's path on their last line.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let built = stdout.lines().last().map(str::trim).unwrap_or_default().to_string();
+        std::fs::copy(&built, guest_build_dir().join(module))
+            .map_err(|error| format!("copying {built} (from images/linux/{script}): {error}"))?;
+    }
+    Ok(())
+}

@@ -56,3 +56,18 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     );
     assert_eq!(summary[3], "guest hostile: stopped (debug exit, status 1)");
 }
+
+#[test]
+fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
+    let image = ImageBuilder::scenario("linux").unwrap_or_else(|e| panic!("{e}"));
+    let mut machine = boot(image, Emulator::bochs());
+    machine.expect("guest linux: created");
+    machine.expect("[linux] [    0.000000] Linux version 6.1");
+    machine.expect("[linux] matryoshka-guest: init started");
+    machine.expect("[linux] matryoshka-guest: run begin");
+    machine.expect("[linux] Linux (none) 6.1");
+    machine.expect("[linux] 1");
+    machine.expect("[linux] matryoshka-guest: run end (status 0)");
+    machine.expect("guest linux: stopped (powered off: halted with interrupts disabled at RIP 0x");
+    machine.expect_exit(Exit::Success);
+}

@@ -162,3 +162,34 @@ pub fn fxrstor(state: &FxState) {
     // the reset state, so no reserved MXCSR bit is set (which would #GP).
     unsafe { asm!("fxrstor64 [{}]", in(reg) state.0.as_ptr(), options(nostack, preserves_flags)) };
 }
+
+/// # Safety
+/// CR4.OSXSAVE must be set and `value` a valid XCR0 for this CPU (bit 0
+/// set, only supported components, AVX only with SSE, ...), or XSETBV
+/// raises #GP in the shim.
+pub unsafe fn xsetbv0(value: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// # Safety
+/// `area` must be 64-byte aligned, as large as CPUID.0DH:ECX says, and
+/// XSAVE enabled (CR4.OSXSAVE).
+pub unsafe fn xsave(area: *mut u8, components: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("xsave64 [{}]", in(reg) area, in("eax") components as u32, in("edx") (components >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// # Safety
+/// As [`xsave`], and the area must hold a valid XSAVE image (one XSAVE
+/// wrote, or all zeroes: the initial state).
+pub unsafe fn xrstor(area: *const u8, components: u64) {
+    // Safe because the caller upholds this function's contract.
+    unsafe {
+        asm!("xrstor64 [{}]", in(reg) area, in("eax") components as u32, in("edx") (components >> 32) as u32, options(nostack, preserves_flags))
+    };
+}

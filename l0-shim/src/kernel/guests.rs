@@ -169,6 +169,9 @@ impl Guest {
     fn apply(&mut self, response: monitor_abi::Response) {
         let mut output = Output::default();
         let next = monitor_channel::apply(response, &mut self.vcpu.registers, &mut output);
+        if let Some(xcr0) = output.xcr0 {
+            self.vcpu.xstate.xcr0 = xcr0;
+        }
         self.mirror_console(&output.console);
         for (level, text) in output.logs {
             match level {

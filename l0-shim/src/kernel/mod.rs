@@ -18,3 +18,4 @@ pub mod vcpu;
 pub mod vmcs;
 pub mod vmx_root;
 pub mod vmx_smoke;
+pub mod xsave;

@@ -20,7 +20,7 @@ use vmx::vmcs::{
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::vmx_instructions::GuestRegisters;
-use crate::kernel::vmcs;
+use crate::kernel::{vmcs, xsave};
 
 /// Blocking by STI and by MOV SS (interruptibility-state bits 0 and 1):
 /// skipping an instruction ends both, as executing it would have.
@@ -124,6 +124,8 @@ pub struct Output {
     pub console: Vec<u8>,
     pub logs: Vec<(u8, String)>,
     pub timer_ns: Option<Option<u64>>,
+    /// A new XCR0 for the vCPU (already checked against the CPU).
+    pub xcr0: Option<u64>,
 }
 
 /// Checks and applies `response` to the current VMCS and `registers`.
@@ -159,6 +161,10 @@ pub fn apply(response: Response, registers: &mut GuestRegisters, output: &mut Ou
             Action::ConsoleOutput { bytes } => output.console.extend_from_slice(&bytes),
             Action::Log { level, text } => output.logs.push((level, text)),
             Action::Stop { reason, detail } => return Next::Stop { reason, detail },
+            Action::SetXcr0 { value } => match xsave::invalid_xcr0(value) {
+                Some(why) => return monitor_error(&alloc::format!("the shim refused XCR0 {value:#x}: {why}")),
+                None => output.xcr0 = Some(value),
+            },
         }
     }
     next

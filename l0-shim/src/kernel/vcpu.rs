@@ -20,6 +20,7 @@ use crate::arch::vmx_instructions::{
 };
 use crate::kernel::msr_bitmap::{self, SWITCHED_MSRS};
 use crate::kernel::vmcs::{self, Vmcs};
+use crate::kernel::xsave::GuestXstate;
 use crate::kernel::{percpu, vmx_root};
 
 const IA32_EFER: u32 = 0xc000_0080;
@@ -100,6 +101,8 @@ pub struct Vcpu {
     /// The guest's values of `msr_bitmap::SWITCHED_MSRS`, while another
     /// vCPU has the CPU.
     switched_msrs: [u64; SWITCHED_MSRS.len()],
+    /// XCR0 and the components beyond SSE (AVX, ...).
+    pub xstate: GuestXstate,
     launched: bool,
 }
 
@@ -135,6 +138,7 @@ impl Vcpu {
             registers: start.registers,
             fx: FxState::reset(),
             switched_msrs: [0; SWITCHED_MSRS.len()],
+            xstate: GuestXstate::new(),
             launched: false,
         })
     }
@@ -173,12 +177,14 @@ impl Vcpu {
         // the guest's x87/SSE state is swapped in and out around the entry.
         let mut host_fx = FxState::reset();
         fxsave(&mut host_fx);
+        self.xstate.load();
         fxrstor(&self.fx);
         // Safe because this vCPU's VMCS is current with the host state
         // written in `new` (whose RIP is the exit landing) and the guest's
         // FPU state was just loaded.
         let result = unsafe { enter_guest(&mut self.registers, self.launched) };
         fxsave(&mut self.fx);
+        self.xstate.save();
         fxrstor(&host_fx);
         let what = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
         result.map_err(|error| instruction_failed(what, error))?;

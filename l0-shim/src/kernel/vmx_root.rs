@@ -60,6 +60,11 @@ pub fn enable() -> Result<&'static VmxCapabilities, VmxError> {
         info!("{line}");
     }
     capabilities.check_requirements()?;
+    // Before any VMCS takes the host's CR4: guests may use XSAVE only if
+    // the host has it on.
+    if crate::kernel::xsave::enable() {
+        info!("xsave: enabled for guests");
+    }
 
     // Safe because the VMX fixed bits only force bits VMX needs (e.g.
     // CR0.NE, CR4.VMXE) that leave paging and protection as they are.

@@ -168,6 +168,9 @@ pub enum Action {
     /// Tag 10: end the guest (u8 reason, u32 status for debug exit, u16
     /// length + UTF-8 detail).
     Stop { reason: StopReason, detail: String },
+    /// Tag 11: the guest's XCR0 from now on (u64), after its XSETBV passed
+    /// the monitor's checks (the shim checks again against the CPU).
+    SetXcr0 { value: u64 },
 }
 
 /// A monitor's answer to one event.
@@ -458,6 +461,10 @@ fn write_action(writer: &mut Writer, action: &Action) -> Result<(), EncodeError>
             writer.u32(status);
             text(writer, "stop detail", detail.as_bytes())?;
         }
+        Action::SetXcr0 { value } => {
+            writer.u8(11);
+            writer.u64(*value);
+        }
     }
     Ok(())
 }
@@ -507,6 +514,7 @@ fn read_action(reader: &mut Reader) -> Result<Action, DecodeError> {
             };
             Action::Stop { reason, detail: reader.text("stop detail", MAX_TEXT)? }
         }
+        11 => Action::SetXcr0 { value: reader.u64()? },
         tag => return Err(DecodeError::UnknownTag { what: "action", tag }),
     })
 }

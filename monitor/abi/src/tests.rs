@@ -56,6 +56,7 @@ fn every_action() -> Vec<Action> {
         Action::Log { level: LOG_WARN, text: "unknown MSR 0x1234".to_string() },
         Action::Stop { reason: StopReason::DebugExit { status: 85 }, detail: "exit port".to_string() },
         Action::Stop { reason: StopReason::TripleFault, detail: String::new() },
+        Action::SetXcr0 { value: 0x7 },
     ]
 }
 
@@ -186,6 +187,7 @@ fn arbitrary_action() -> impl Strategy<Value = Action> {
         any::<Option<u64>>().prop_map(|wake_at_ns| Action::Halt { wake_at_ns }),
         any::<Option<u64>>().prop_map(|at_ns| Action::SetTimer { at_ns }),
         any::<bool>().prop_map(|enable| Action::InterruptWindow { enable }),
+        any::<u64>().prop_map(|value| Action::SetXcr0 { value }),
         proptest::collection::vec(any::<u8>(), 0..100).prop_map(|bytes| Action::ConsoleOutput { bytes }),
         (1u8..=5, text.clone()).prop_map(|(level, text)| Action::Log { level, text }),
         (any::<u32>(), text)

@@ -251,9 +251,15 @@ impl Channel {
     }
 
     fn start(&mut self, n: u64, now: u64, running: bool) {
+        // Restarting can itself raise OUT: e.g. a mode-4 count rewritten in
+        // the one clock its strobe holds OUT low. That edge is real too.
+        let was_high = self.out(now);
         self.counting = Some(Counting::start(n, now, running));
         self.null_count = false;
         self.edges_counted_to = 0;
+        if !was_high && self.out(now) {
+            self.edges += 1;
+        }
     }
 
     fn out(&self, now: u64) -> bool {
