@@ -98,6 +98,9 @@ pub struct Vcpu {
     vpid: u16,
     pub registers: GuestRegisters,
     fx: FxState,
+    /// Where the shim's own x87/SSE state waits while the guest runs (kept
+    /// here so that no 512-byte area is set up on every entry).
+    host_fx: FxState,
     /// The guest's values of `msr_bitmap::SWITCHED_MSRS`, while another
     /// vCPU has the CPU.
     switched_msrs: [u64; SWITCHED_MSRS.len()],
@@ -137,6 +140,7 @@ impl Vcpu {
             vpid,
             registers: start.registers,
             fx: FxState::reset(),
+            host_fx: FxState::reset(),
             switched_msrs: [0; SWITCHED_MSRS.len()],
             xstate: GuestXstate::new(),
             launched: false,
@@ -175,8 +179,7 @@ impl Vcpu {
         vmcs::write(Guest32::PreemptionTimerValue, (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) as u32);
         // The shim itself uses SSE (the precompiled core library does), so
         // the guest's x87/SSE state is swapped in and out around the entry.
-        let mut host_fx = FxState::reset();
-        fxsave(&mut host_fx);
+        fxsave(&mut self.host_fx);
         self.xstate.load();
         fxrstor(&self.fx);
         // Safe because this vCPU's VMCS is current with the host state
@@ -185,7 +188,7 @@ impl Vcpu {
         let result = unsafe { enter_guest(&mut self.registers, self.launched) };
         fxsave(&mut self.fx);
         self.xstate.save();
-        fxrstor(&host_fx);
+        fxrstor(&self.host_fx);
         let what = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
         result.map_err(|error| instruction_failed(what, error))?;
         self.launched = true;

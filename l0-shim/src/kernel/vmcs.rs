@@ -3,11 +3,17 @@
 //! Field types come from the `vmx` crate: a read-only exit-information
 //! field has no `write`, so that mistake does not compile.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use l0_shim::memory::{PhysAddr, PhysRange};
 use vmx::vmcs::{FieldValue, VmcsReadable, VmcsWritable};
 
 use crate::arch::vmx_instructions::{vmclear, vmptrld, vmread, vmwrite, VmxInstructionError};
 use crate::kernel::memory;
+
+/// The VMCS current on this CPU (only the boot CPU runs guests for now;
+/// with more CPUs this moves into the per-CPU data).
+static CURRENT: AtomicU64 = AtomicU64::new(0);
 
 /// A VMCS region owned by one vCPU.
 pub struct Vmcs {
@@ -25,16 +31,25 @@ impl Vmcs {
         Some(Self { region })
     }
 
-    /// Makes this VMCS the current one on this CPU.
+    /// Makes this VMCS the current one on this CPU (VMPTRLD is costly on
+    /// real hardware: it is skipped when the VMCS already is current).
     pub fn make_current(&self) -> Result<(), VmxInstructionError> {
+        let region = self.region.as_u64();
+        if CURRENT.load(Ordering::Relaxed) == region {
+            return Ok(());
+        }
         // Safe because the region is this Vmcs's own, initialised in `new`,
         // and vCPUs do not migrate between CPUs (only one CPU runs).
-        unsafe { vmptrld(self.region.as_u64()) }
+        unsafe { vmptrld(region) }?;
+        CURRENT.store(region, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl Drop for Vmcs {
     fn drop(&mut self) {
+        // VMCLEAR also makes it not current.
+        let _ = CURRENT.compare_exchange(self.region.as_u64(), 0, Ordering::Relaxed, Ordering::Relaxed);
         // VMCLEAR writes back whatever the CPU caches of this VMCS; only
         // then may its frame be reused.
         // Safe because the region is this Vmcs's own.
