@@ -8,6 +8,8 @@
 #![no_main]
 
 extern crate alloc;
+// The C runtime symbols the precompiled core library needs.
+extern crate bare_metal;
 
 mod arch;
 mod kernel;

@@ -53,7 +53,11 @@ fn dropping_a_machine_tears_the_emulator_down() {
     let dir = tempfile::tempdir().unwrap();
     let image = ImageBuilder::new().command_line("exit=bochs").build(dir.path()).unwrap();
     let machine = Machine::boot(&image, &MachineConfig::new(Emulator::bochs()), dir.path()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Under load the emulator may take a moment to appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_using(dir.path()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_ne!(processes_using(dir.path()), "", "the emulator should be running");
     drop(machine);
     assert_eq!(processes_using(dir.path()), "", "the emulator outlived its Machine");

@@ -61,45 +61,6 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
-/// The mnemonic of an exception vector (`#GP`), or `IRQn`/`vector` for the rest.
-pub fn exception_name(vector: u8) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE",
-        "#DB",
-        "NMI",
-        "#BP",
-        "#OF",
-        "#BR",
-        "#UD",
-        "#NM",
-        "#DF",
-        "vector 9",
-        "#TS",
-        "#NP",
-        "#SS",
-        "#GP",
-        "#PF",
-        "vector 15",
-        "#MF",
-        "#AC",
-        "#MC",
-        "#XM",
-        "#VE",
-        "#CP",
-        "vector 22",
-        "vector 23",
-        "vector 24",
-        "vector 25",
-        "vector 26",
-        "vector 27",
-        "#HV",
-        "#VC",
-        "#SX",
-        "vector 31",
-    ];
-    NAMES.get(usize::from(vector)).copied().unwrap_or("interrupt")
-}
-
 /// The initial APIC id in CPUID.1:EBX[31:24].
 pub fn initial_apic_id(leaf1_ebx: u32) -> u32 {
     leaf1_ebx >> 24
@@ -190,13 +151,6 @@ mod tests {
         assert_eq!(&bytes, b"GenuineIntel");
         assert_eq!(Printable(&bytes).to_string(), "GenuineIntel");
         assert_eq!(Printable(&[b'a', 0, b'b']).to_string(), "a\\x00b");
-    }
-
-    #[test]
-    fn exception_names() {
-        assert_eq!(exception_name(13), "#GP");
-        assert_eq!(exception_name(14), "#PF");
-        assert_eq!(exception_name(32), "interrupt");
     }
 
     #[test]

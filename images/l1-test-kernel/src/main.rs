@@ -8,6 +8,9 @@
 #![no_std]
 #![no_main]
 
+// The C runtime symbols the precompiled core library needs.
+extern crate bare_metal;
+
 mod arch;
 #[macro_use]
 mod kernel;

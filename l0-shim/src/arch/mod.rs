@@ -4,7 +4,6 @@
 
 pub mod cpu;
 pub mod descriptors;
-pub mod runtime;
 pub mod serial;
 pub mod vmx_instructions;
 

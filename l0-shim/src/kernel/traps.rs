@@ -43,41 +43,6 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-const EXCEPTION_NAMES: [(&str, &str); 32] = [
-    ("#DE", "divide error"),
-    ("#DB", "debug"),
-    ("NMI", "non-maskable interrupt"),
-    ("#BP", "breakpoint"),
-    ("#OF", "overflow"),
-    ("#BR", "bound range exceeded"),
-    ("#UD", "invalid opcode"),
-    ("#NM", "device not available"),
-    ("#DF", "double fault"),
-    ("", "coprocessor segment overrun"),
-    ("#TS", "invalid TSS"),
-    ("#NP", "segment not present"),
-    ("#SS", "stack-segment fault"),
-    ("#GP", "general protection"),
-    ("#PF", "page fault"),
-    ("", "reserved"),
-    ("#MF", "x87 floating-point error"),
-    ("#AC", "alignment check"),
-    ("#MC", "machine check"),
-    ("#XM", "SIMD floating-point exception"),
-    ("#VE", "virtualization exception"),
-    ("#CP", "control protection"),
-    ("", "reserved"),
-    ("", "reserved"),
-    ("", "reserved"),
-    ("", "reserved"),
-    ("", "reserved"),
-    ("", "reserved"),
-    ("#HV", "hypervisor injection"),
-    ("#VC", "VMM communication"),
-    ("#SX", "security exception"),
-    ("", "reserved"),
-];
-
 const PAGE_FAULT: u64 = 14;
 
 #[no_mangle]
@@ -92,7 +57,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 }
 
 fn report_exception(frame: &TrapFrame) {
-    let (mnemonic, name) = EXCEPTION_NAMES[frame.vector as usize];
+    let vector = frame.vector as u8;
+    let (mnemonic, name) = (bare_metal::exceptions::mnemonic(vector), bare_metal::exceptions::name(vector));
     let mut report = ReportWriter;
     let _ = writeln!(
         report,

@@ -12,7 +12,7 @@ use core::arch::asm;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use l1_test_kernel::cpu_info::exception_name;
+use bare_metal::exceptions::mnemonic as exception_name;
 
 /// Where to resume after a fault; 0 when no probe is running.
 static RECOVERY_RIP: AtomicU64 = AtomicU64::new(0);

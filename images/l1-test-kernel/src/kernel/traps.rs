@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use l1_test_kernel::cpu_info::exception_name;
+use bare_metal::exceptions::mnemonic as exception_name;
 
 use super::devices::pic;
 use super::exit::{exit, ExitCode};

@@ -1,4 +1,6 @@
-//! Symbols that a hosted toolchain would get from libc and libgcc.
+//! Symbols that a hosted toolchain would get from libc and libgcc. A
+//! binary pulls them in with `extern crate bare_metal;`: nothing else names
+//! them, and an unnamed crate is not linked.
 //!
 //! The precompiled compiler_builtins for linux-gnu leaves the memory
 //! functions to libc, and the precompiled core/alloc still reference the
@@ -83,7 +85,8 @@ pub extern "C" fn rust_eh_personality() {}
 #[no_mangle]
 pub extern "C" fn _Unwind_Resume() -> ! {
     loop {
-        super::cpu::disable_interrupts();
-        super::cpu::halt();
+        // Safe because stopping this CPU for good cannot break memory
+        // safety; nothing calls this under panic=abort.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
