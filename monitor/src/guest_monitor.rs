@@ -98,6 +98,8 @@ pub struct GuestMonitor {
     tsc_khz: u64,
     /// Console bytes up to this offset have been handed to the shim.
     console_forwarded: u64,
+    /// The platform deadline last given to the shim (`Action::SetTimer`).
+    announced_deadline: Option<u64>,
     /// #GPs injected for MSR accesses, of which the first few are logged:
     /// a guest must not be able to flood the shim's console.
     msr_faults: u64,
@@ -118,6 +120,7 @@ impl GuestMonitor {
             platform: LegacyPlatform::new(&PlatformConfig::new(setup.ram_bytes, setup.wall_clock_unix_secs)),
             tsc_khz: u64::from(setup.tsc_khz.max(1)),
             console_forwarded: 0,
+            announced_deadline: None,
             msr_faults: 0,
             exits: ExitCounters { by_reason: [0; 80] },
         }
@@ -271,8 +274,22 @@ impl GuestMonitor {
         }
         if self.vcpus[vcpu].halted {
             response.actions.push(Action::Halt { wake_at_ns: self.platform.next_event_ns(now) });
+        } else {
+            self.announce_deadline(now, &mut response);
         }
         response
+    }
+
+    /// Tells the shim when the platform's next timer event is due, so that
+    /// a running guest gets an exit then and its interrupt is delivered on
+    /// time instead of at the end of its time slice. Sent only when it
+    /// changes: most exits leave it alone.
+    fn announce_deadline(&mut self, now: u64, response: &mut Response) {
+        let deadline = self.platform.next_event_ns(now);
+        if deadline != self.announced_deadline {
+            self.announced_deadline = deadline;
+            response.actions.push(Action::SetTimer { at_ns: deadline });
+        }
     }
 
     /// A deadline the vCPU waited for has passed (it is halted).
@@ -298,6 +315,8 @@ impl GuestMonitor {
             } else {
                 response.actions.push(Action::Halt { wake_at_ns: self.platform.next_event_ns(now_ns) });
             }
+        } else {
+            self.announce_deadline(now_ns, &mut response);
         }
         response
     }
@@ -910,5 +929,34 @@ mod tests {
         let mut cpuid = with_gprs(exit(ExitReason::Cpuid, 0, 0), &[(RAX, 0xd)]);
         cpuid.guest.cr4 = CR4_OSXSAVE;
         assert_eq!(gpr(&monitor.handle_exit(&cpuid), RBX), Some(576 + 256));
+    }
+
+    #[test]
+    fn the_next_timer_event_is_announced_once_per_change() {
+        let plain = config("");
+        let deadlines = |response: &Response| -> Vec<Option<u64>> {
+            response
+                .actions
+                .iter()
+                .filter_map(|action| match action {
+                    Action::SetTimer { at_ns } => Some(*at_ns),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Channel 0, mode 2, a count of 11932 (0x2e9c): the first period ends
+        // at 11932 / 1.193182 MHz = 10.000151 ms, announced on the exit that
+        // armed it, and the next one 10.000151 ms later.
+        let period_ns = |periods: u64| (periods * 11_932 * 1_000_000_000).div_ceil(1_193_182);
+        let mut fresh = monitor_for(&plain);
+        let first = out(&mut fresh, 0x43, 0x34, 0);
+        assert_eq!(deadlines(&first), Vec::<Option<u64>>::new(), "a control word alone arms nothing");
+        out(&mut fresh, 0x40, 0x9c, 0);
+        let armed = out(&mut fresh, 0x40, 0x2e, 0);
+        assert_eq!(deadlines(&armed), vec![Some(period_ns(1))], "{armed:?}");
+        let quiet = fresh.handle_exit(&exit(ExitReason::Cpuid, 0, 1));
+        assert!(deadlines(&quiet).is_empty(), "unchanged deadlines are not repeated");
+        let later = fresh.handle_exit(&exit(ExitReason::Cpuid, 0, 12));
+        assert_eq!(deadlines(&later), vec![Some(period_ns(2))]);
     }
 }

@@ -57,6 +57,9 @@ pub struct Guest {
     vcpu: Vcpu,
     monitor: GuestMonitor,
     pub state: GuestState,
+    /// The host TSC at which the monitor's platform next needs the guest to
+    /// exit (its next timer event), if any.
+    deadline_tsc: Option<u64>,
     console_line: Vec<u8>,
     pub exits: u64,
 }
@@ -126,6 +129,7 @@ impl Guest {
             vcpu,
             monitor,
             state: GuestState::Runnable,
+            deadline_tsc: None,
             console_line: Vec::new(),
             exits: 0,
         })
@@ -145,7 +149,13 @@ impl Guest {
 
     /// Runs one turn: until the next exit (handled) or the end of the slice.
     fn run_turn(&mut self) {
-        if let Err(error) = self.vcpu.run(TIME_SLICE_TICKS) {
+        // The turn ends at the monitor's next timer event if that is sooner
+        // than the time slice.
+        let slice = match self.deadline_tsc {
+            Some(deadline) => deadline.saturating_sub(rdtsc()).clamp(1, TIME_SLICE_TICKS),
+            None => TIME_SLICE_TICKS,
+        };
+        if let Err(error) = self.vcpu.run(slice) {
             self.end("failed", format!("VM entry: {error}"));
             return;
         }
@@ -171,6 +181,10 @@ impl Guest {
         let next = monitor_channel::apply(response, &mut self.vcpu.registers, &mut output);
         if let Some(xcr0) = output.xcr0 {
             self.vcpu.xstate.xcr0 = xcr0;
+        }
+        if let Some(deadline_ns) = output.timer_ns {
+            let offset = vmcs::read(Control64::TscOffset);
+            self.deadline_tsc = deadline_ns.map(|ns| ticks_from_ns(ns).wrapping_sub(offset));
         }
         self.mirror_console(&output.console);
         for (level, text) in output.logs {
