@@ -217,15 +217,23 @@ impl Machine {
 
     pub fn kill(&mut self) {
         if self.exit.is_none() {
-            let group = self.child.id() as i32;
-            // Safe because the pid is our own child's process group.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let child = self.child.id() as i32;
+            // `script` runs the emulator in a session of its own on its pty,
+            // outside our child's process group: find it (and anything else
+            // below our child) by parentage, and kill each by pid.
+            let descendants = descendants_of(child);
+            // Safe because these are our own child's process group and the
+            // processes it started.
+            unsafe {
+                libc::kill(-child, libc::SIGKILL);
+                for pid in &descendants {
+                    libc::kill(*pid, libc::SIGKILL);
+                }
+            }
             let _ = self.child.wait();
-            // The emulator is a grandchild (behind `script`): wait until
-            // nothing of the group is left running, so that callers may
-            // rely on it being gone.
+            // Wait until they are gone, so that callers may rely on it.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while live_processes_in_group(group) && Instant::now() < deadline {
+            while descendants.iter().any(|pid| is_running(*pid)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -263,17 +271,42 @@ impl Drop for Machine {
     }
 }
 
-/// Whether a process of group `group` still runs (zombies do not count:
-/// they hold nothing but a process-table entry until they are reaped).
-fn live_processes_in_group(group: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else { return false };
-    entries.flatten().any(|entry| {
-        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised command: state, ppid, pgrp, ...
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        matches!(fields.as_slice(), [state, _, pgrp, ..] if *state != "Z" && pgrp.parse() == Ok(group))
-    })
+/// (state, parent pid) of a process, from /proc (the fields after the
+/// parenthesised command name: state, ppid, ...).
+fn process_state(pid: i32) -> Option<(String, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_string();
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether a process still runs (zombies do not count: they hold nothing
+/// but a process-table entry until they are reaped).
+fn is_running(pid: i32) -> bool {
+    process_state(pid).is_some_and(|(state, _)| state != "Z")
+}
+
+/// Every process below `root`, by parentage.
+fn descendants_of(root: i32) -> Vec<i32> {
+    let processes: Vec<(i32, i32)> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter_map(|pid| Some((pid, process_state(pid)?.1)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &processes {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
 }
 
 /// The lines of a Bochs log that explain a failure: failed VM entries (with
