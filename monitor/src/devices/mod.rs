@@ -150,13 +150,37 @@ pub fn all_ones(size: u8) -> u32 {
 /// devices (no guest driver does it), so it is counted; bytes that fall
 /// outside the device read as ones and are dropped on writes. An access of
 /// a size that does not exist (0, 3, more than 4) is counted and refused.
-pub(crate) trait ByteRegisters: PortDevice {
+///
+/// Implementing it makes a type a [`PortDevice`].
+pub trait ByteRegisters {
+    /// The ports it decodes (its `PortDevice::ports`).
+    fn register_ports(&self) -> &[RangeInclusive<u16>];
+    /// Its `PortDevice::metrics`.
+    fn counters(&self) -> &DeviceMetrics;
     fn metrics_mut(&mut self) -> &mut DeviceMetrics;
     fn read_byte(&mut self, port: u16, now_ns: u64) -> u8;
     fn write_byte(&mut self, port: u16, byte: u8, now_ns: u64);
 }
 
-pub(crate) fn read_bytewise<D: ByteRegisters>(device: &mut D, port: u16, size: u8, now_ns: u64) -> u32 {
+impl<D: ByteRegisters> PortDevice for D {
+    fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
+        read_bytewise(self, port, size, now_ns)
+    }
+
+    fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
+        write_bytewise(self, port, size, value, now_ns);
+    }
+
+    fn ports(&self) -> &[RangeInclusive<u16>] {
+        self.register_ports()
+    }
+
+    fn metrics(&self) -> &DeviceMetrics {
+        self.counters()
+    }
+}
+
+fn read_bytewise<D: ByteRegisters>(device: &mut D, port: u16, size: u8, now_ns: u64) -> u32 {
     device.metrics_mut().reads += 1;
     if size == 1 {
         return u32::from(device.read_byte(port, now_ns));
@@ -174,7 +198,7 @@ pub(crate) fn read_bytewise<D: ByteRegisters>(device: &mut D, port: u16, size: u
     value
 }
 
-pub(crate) fn write_bytewise<D: ByteRegisters>(device: &mut D, port: u16, size: u8, value: u32, now_ns: u64) {
+fn write_bytewise<D: ByteRegisters>(device: &mut D, port: u16, size: u8, value: u32, now_ns: u64) {
     device.metrics_mut().writes += 1;
     if size == 1 {
         device.write_byte(port, value as u8, now_ns);

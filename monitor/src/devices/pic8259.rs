@@ -36,7 +36,7 @@
 
 use core::ops::RangeInclusive;
 
-use super::{read_bytewise, write_bytewise, ByteRegisters, DeviceMetrics, PortDevice};
+use super::{ByteRegisters, DeviceMetrics};
 
 const MASTER_COMMAND: u16 = 0x20; // ICW1, OCW2, OCW3; reads IRR, ISR or a poll result
 const MASTER_DATA: u16 = 0x21; // ICW2-4, OCW1; reads IMR
@@ -502,6 +502,14 @@ impl Pic8259Pair {
 }
 
 impl ByteRegisters for Pic8259Pair {
+    fn register_ports(&self) -> &[RangeInclusive<u16>] {
+        &PORTS
+    }
+
+    fn counters(&self) -> &DeviceMetrics {
+        &self.metrics
+    }
+
     fn metrics_mut(&mut self) -> &mut DeviceMetrics {
         &mut self.metrics
     }
@@ -538,27 +546,10 @@ impl ByteRegisters for Pic8259Pair {
     }
 }
 
-impl PortDevice for Pic8259Pair {
-    fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        read_bytewise(self, port, size, now_ns)
-    }
-
-    fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
-        write_bytewise(self, port, size, value, now_ns);
-    }
-
-    fn ports(&self) -> &[RangeInclusive<u16>] {
-        &PORTS
-    }
-
-    fn metrics(&self) -> &DeviceMetrics {
-        &self.metrics
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::PortDevice;
 
     fn outb(pic: &mut Pic8259Pair, port: u16, value: u8) {
         pic.write(port, 1, u32::from(value), 0);

@@ -31,7 +31,7 @@
 
 use core::ops::RangeInclusive;
 
-use super::{read_bytewise, write_bytewise, ByteRegisters, DeviceMetrics, PortDevice};
+use super::{ByteRegisters, DeviceMetrics};
 
 /// The counters' input clock.
 pub const PIT_FREQUENCY_HZ: u64 = 1_193_182;
@@ -616,6 +616,14 @@ impl Pit8254 {
 }
 
 impl ByteRegisters for Pit8254 {
+    fn register_ports(&self) -> &[RangeInclusive<u16>] {
+        &PORTS
+    }
+
+    fn counters(&self) -> &DeviceMetrics {
+        &self.metrics
+    }
+
     fn metrics_mut(&mut self) -> &mut DeviceMetrics {
         &mut self.metrics
     }
@@ -651,26 +659,9 @@ impl ByteRegisters for Pit8254 {
     }
 }
 
-impl PortDevice for Pit8254 {
-    fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        read_bytewise(self, port, size, now_ns)
-    }
-
-    fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
-        write_bytewise(self, port, size, value, now_ns);
-    }
-
-    fn ports(&self) -> &[RangeInclusive<u16>] {
-        &PORTS
-    }
-
-    fn metrics(&self) -> &DeviceMetrics {
-        &self.metrics
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::devices::PortDevice;
     use proptest::prelude::*;
 
     use super::*;

@@ -31,7 +31,7 @@
 
 use core::ops::RangeInclusive;
 
-use super::{from_bcd, read_bytewise, to_bcd, write_bytewise, ByteRegisters, DeviceMetrics, PortDevice};
+use super::{from_bcd, to_bcd, ByteRegisters, DeviceMetrics};
 
 /// The RTC's ISA interrupt line.
 pub const RTC_IRQ: u8 = 8;
@@ -566,6 +566,14 @@ impl RtcCmos {
 }
 
 impl ByteRegisters for RtcCmos {
+    fn register_ports(&self) -> &[RangeInclusive<u16>] {
+        &PORTS
+    }
+
+    fn counters(&self) -> &DeviceMetrics {
+        &self.metrics
+    }
+
     fn metrics_mut(&mut self) -> &mut DeviceMetrics {
         &mut self.metrics
     }
@@ -596,26 +604,9 @@ impl ByteRegisters for RtcCmos {
     }
 }
 
-impl PortDevice for RtcCmos {
-    fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        read_bytewise(self, port, size, now_ns)
-    }
-
-    fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
-        write_bytewise(self, port, size, value, now_ns);
-    }
-
-    fn ports(&self) -> &[RangeInclusive<u16>] {
-        &PORTS
-    }
-
-    fn metrics(&self) -> &DeviceMetrics {
-        &self.metrics
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use crate::devices::PortDevice;
     use proptest::prelude::*;
 
     use super::*;

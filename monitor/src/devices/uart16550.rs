@@ -23,7 +23,7 @@
 use alloc::collections::VecDeque;
 use core::ops::RangeInclusive;
 
-use super::{read_bytewise, write_bytewise, ByteRegisters, ConsoleBuffer, DeviceMetrics, PortDevice};
+use super::{ByteRegisters, ConsoleBuffer, DeviceMetrics};
 
 /// COM1's I/O base.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -320,6 +320,14 @@ impl Uart16550 {
 }
 
 impl ByteRegisters for Uart16550 {
+    fn register_ports(&self) -> &[RangeInclusive<u16>] {
+        &self.ports
+    }
+
+    fn counters(&self) -> &DeviceMetrics {
+        &self.metrics
+    }
+
     fn metrics_mut(&mut self) -> &mut DeviceMetrics {
         &mut self.metrics
     }
@@ -384,27 +392,10 @@ impl ByteRegisters for Uart16550 {
     }
 }
 
-impl PortDevice for Uart16550 {
-    fn read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        read_bytewise(self, port, size, now_ns)
-    }
-
-    fn write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) {
-        write_bytewise(self, port, size, value, now_ns);
-    }
-
-    fn ports(&self) -> &[RangeInclusive<u16>] {
-        &self.ports
-    }
-
-    fn metrics(&self) -> &DeviceMetrics {
-        &self.metrics
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::PortDevice;
 
     const THR: u16 = 0x3f8;
     const RBR: u16 = 0x3f8;
