@@ -22,6 +22,8 @@
 
 pub mod console;
 pub mod debug_exit;
+pub mod io_apic;
+pub mod local_apic;
 pub mod pic8259;
 pub mod pit8254;
 pub mod platform;
