@@ -18,6 +18,7 @@
 //! state, plus a list of what went where (for the log, and for the tests).
 //! Every failure is a [`LoadError`] naming the kernel and what was wrong.
 
+pub mod acpi;
 mod bytes;
 mod cpu_state;
 mod elf;
