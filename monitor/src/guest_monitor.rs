@@ -17,16 +17,31 @@ use monitor_abi::{
 use vmx::exit::{CrAccess, ExitReason, ExitReasonField, IoDirection, IoInstruction};
 use vmx::vmcs::{Control64, ControlNatural, Guest64, GuestNatural};
 
+use crate::devices::local_apic::{ApicMode, IA32_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
 use crate::devices::platform::{LegacyPlatform, PlatformConfig};
 use crate::guest_memory::GuestMemory;
+use crate::guest_paging::{self, PagingState};
 use crate::loader::{self, LoadError, LoadedKernel, Module};
-use crate::policy::cpuid::{CpuidConfig, DynamicState, GuestCpuid, NativeSupport};
+use crate::mmio_instruction::{self, CpuMode, MmioInstruction, MmioOperation, MAX_INSTRUCTION_LENGTH};
+use crate::policy::cpuid::{CpuidConfig, DynamicState, Feature, GuestCpuid, NativeSupport};
 use crate::policy::msr::{GuestMsrField, MsrContext, MsrOutcome, MsrPolicy, MsrState, UnknownMsrAction};
 
 const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility: blocking by STI or MOV SS delays interrupts by one
 /// instruction.
 const BLOCKED_BY_STI_OR_MOV_SS: u32 = 0b11;
+/// Interruptibility: an NMI handler runs until its IRET.
+const BLOCKED_BY_NMI: u32 = 1 << 3;
+const NMI: u8 = 2;
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_EN: u64 = 1 << 11;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const CR0_PE: u64 = 1 << 0;
+/// CS access rights: the L (64-bit code) and D/B (32-bit default) bits.
+const CS_LONG: u32 = 1 << 13;
+const CS_DEFAULT_32: u32 = 1 << 14;
+/// EPT-violation qualification bit 1: the access was a write.
+const EPT_WRITE: u64 = 1 << 1;
 const VECTORING_VALID: u32 = 1 << 31;
 const VECTORING_ERROR_CODE_VALID: u32 = 1 << 11;
 const GP: u8 = 13;
@@ -113,11 +128,17 @@ impl GuestMonitor {
         let vcpus = (0..setup.config.vcpus.max(1))
             .map(|index| VcpuState { msrs: MsrState::new(index), tsc_offset: 0, xcr0: 1, halted: false })
             .collect();
+        let platform = LegacyPlatform::new(&PlatformConfig {
+            vcpus: setup.config.vcpus.max(1),
+            tsc_khz: u64::from(setup.tsc_khz.max(1)),
+            apic_timer_khz: u64::from(cpuid.apic_timer_khz()),
+            ..PlatformConfig::new(setup.ram_bytes, setup.wall_clock_unix_secs)
+        });
         Self {
             cpuid,
             msr_policy,
             vcpus,
-            platform: LegacyPlatform::new(&PlatformConfig::new(setup.ram_bytes, setup.wall_clock_unix_secs)),
+            platform,
             tsc_khz: u64::from(setup.tsc_khz.max(1)),
             console_forwarded: 0,
             announced_deadline: None,
@@ -127,7 +148,8 @@ impl GuestMonitor {
     }
 
     /// Loads the guest's kernel: a Linux bzImage (with `modules[0]` as its
-    /// initrd) or a multiboot kernel (with all modules).
+    /// initrd) or a multiboot kernel (with all modules), and puts the ACPI
+    /// tables that describe its platform into the BIOS area.
     pub fn load(
         &mut self,
         memory: &mut impl GuestMemory,
@@ -136,11 +158,18 @@ impl GuestMonitor {
         cmdline: &str,
         modules: &[Module<'_>],
     ) -> Result<LoadedKernel, LoadError> {
-        if kernel.get(0x202..0x206) == Some(b"HdrS") {
+        let loaded = if kernel.get(0x202..0x206) == Some(b"HdrS") {
             loader::load_linux(memory, kernel, kernel_name, cmdline, modules.first().map(|module| module.bytes))
         } else {
             loader::load_multiboot(memory, kernel, kernel_name, cmdline, modules)
-        }
+        }?;
+        // The loaders accept only guests with the first MiB, which holds
+        // the BIOS area: the tables always fit.
+        loader::acpi::write_acpi_tables(memory, self.vcpus.len() as u32).map_err(|_| LoadError {
+            kernel: kernel_name.into(),
+            problem: loader::LoadProblem::GuestRamTooSmall { ram_bytes: memory.size() },
+        })?;
+        Ok(loaded)
     }
 
     pub fn platform(&self) -> &LegacyPlatform {
@@ -164,8 +193,20 @@ impl GuestMonitor {
         (tsc / khz) * 1_000_000 + (tsc % khz) * 1_000_000 / khz
     }
 
-    /// Answers one VM exit.
+    /// Answers one VM exit, without access to guest memory: an access to
+    /// an emulated MMIO device then stops the guest, since its instruction
+    /// cannot be read. See [`GuestMonitor::handle_exit_with_memory`].
     pub fn handle_exit(&mut self, exit: &ExitEvent) -> Response {
+        self.handle_exit_in(exit, None)
+    }
+
+    /// Answers one VM exit, reading guest memory where an exit needs it
+    /// (the instruction behind an MMIO access to the APICs).
+    pub fn handle_exit_with_memory(&mut self, exit: &ExitEvent, memory: &dyn GuestMemory) -> Response {
+        self.handle_exit_in(exit, Some(memory))
+    }
+
+    fn handle_exit_in(&mut self, exit: &ExitEvent, memory: Option<&dyn GuestMemory>) -> Response {
         // Most answers are a few register writes and a skip: one allocation.
         let mut response = Response { actions: Vec::with_capacity(8) };
         let Some(vcpu) = self.vcpus.get(exit.vcpu as usize).map(|_| exit.vcpu as usize) else {
@@ -195,8 +236,8 @@ impl GuestMonitor {
 
         let handled = match reason {
             ExitReason::Cpuid => self.cpuid(vcpu, exit, &mut response),
-            ExitReason::Rdmsr => self.rdmsr(vcpu, exit, &mut response),
-            ExitReason::Wrmsr => self.wrmsr(vcpu, exit, &mut response),
+            ExitReason::Rdmsr => self.rdmsr(vcpu, exit, now, &mut response),
+            ExitReason::Wrmsr => self.wrmsr(vcpu, exit, now, &mut response),
             ExitReason::IoInstruction => self.io(exit, now, &mut response),
             ExitReason::ControlRegisterAccess => self.control_register(exit, &mut response),
             ExitReason::Hlt if exit.guest.rflags & RFLAGS_IF == 0 => {
@@ -221,6 +262,16 @@ impl GuestMonitor {
             ExitReason::ExternalInterrupt | ExitReason::PreemptionTimerExpired => Ok(()),
             ExitReason::TripleFault => {
                 return stop(StopReason::TripleFault, format!("triple fault at RIP {:#x}", exit.guest.rip));
+            }
+            ExitReason::EptViolation | ExitReason::EptMisconfiguration
+                if self.platform.decodes_mmio(vcpu, exit.guest_physical_address) =>
+            {
+                self.mmio(vcpu, exit, exit.guest_physical_address, now, memory, &mut response)
+            }
+            ExitReason::ApicAccess => {
+                // Qualification bits 11:0: the offset in the APIC-access page.
+                let gpa = crate::devices::local_apic::XAPIC_BASE + (exit.qualification & 0xfff);
+                self.mmio(vcpu, exit, gpa, now, memory, &mut response)
             }
             ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
                 let access = ept_access(exit.qualification);
@@ -304,8 +355,8 @@ impl GuestMonitor {
         if halted {
             // A halted vCPU executed HLT with IF=1 and no instruction since:
             // any pending interrupt can be taken.
-            if self.platform.pending_interrupt_vector().is_some() {
-                let vector = self.platform.acknowledge_interrupt();
+            if self.platform.pending_interrupt_vector(vcpu as usize).is_some() {
+                let vector = self.platform.acknowledge_interrupt(vcpu as usize);
                 self.vcpus[vcpu as usize].halted = false;
                 response.actions.push(Action::InjectEvent {
                     vector,
@@ -340,14 +391,21 @@ impl GuestMonitor {
     }
 
     fn deliver_interrupt(&mut self, vcpu: usize, guest: &GuestSnapshot, reason: ExitReason, response: &mut Response) {
-        if self.platform.pending_interrupt_vector().is_none() {
-            return;
-        }
         // After HLT, STI's one-instruction shadow is over once the shim
         // skips the instruction; otherwise it blocks like on hardware.
         let shadow = guest.interruptibility & BLOCKED_BY_STI_OR_MOV_SS != 0 && reason != ExitReason::Hlt;
+        // An NMI goes first, unless one is still being handled; then it
+        // waits for a later exit (the ABI has no NMI-window request yet).
+        if !shadow && guest.interruptibility & BLOCKED_BY_NMI == 0 && self.platform.take_nmi(vcpu) {
+            self.vcpus[vcpu].halted = false;
+            response.actions.push(Action::InjectEvent { vector: NMI, kind: InjectionKind::Nmi, error_code: None });
+            return;
+        }
+        if self.platform.pending_interrupt_vector(vcpu).is_none() {
+            return;
+        }
         if guest.rflags & RFLAGS_IF != 0 && !shadow {
-            let vector = self.platform.acknowledge_interrupt();
+            let vector = self.platform.acknowledge_interrupt(vcpu);
             self.vcpus[vcpu].halted = false;
             response.actions.push(Action::InjectEvent {
                 vector,
@@ -392,8 +450,19 @@ impl GuestMonitor {
         Ok(())
     }
 
-    fn rdmsr(&mut self, vcpu: usize, exit: &ExitEvent, response: &mut Response) -> Result<(), String> {
+    fn rdmsr(&mut self, vcpu: usize, exit: &ExitEvent, now: u64, response: &mut Response) -> Result<(), String> {
         let msr = exit.guest.gprs[RCX as usize] as u32;
+        if let Some(result) = self.apic_msr(vcpu, msr, None, now) {
+            match result {
+                Ok(value) => {
+                    response.actions.push(Action::SetGpr { index: RAX, value: value & 0xffff_ffff });
+                    response.actions.push(Action::SetGpr { index: RDX, value: value >> 32 });
+                    response.actions.push(Action::SkipInstruction);
+                }
+                Err(why) => self.inject_gp(response, Some(format!("RDMSR {msr:#x}: {why}"))),
+            }
+            return Ok(());
+        }
         let state = &mut self.vcpus[vcpu];
         let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc);
         let outcome = state.msrs.rdmsr(msr, &context);
@@ -417,13 +486,31 @@ impl GuestMonitor {
         Ok(())
     }
 
-    fn wrmsr(&mut self, vcpu: usize, exit: &ExitEvent, response: &mut Response) -> Result<(), String> {
+    fn wrmsr(&mut self, vcpu: usize, exit: &ExitEvent, now: u64, response: &mut Response) -> Result<(), String> {
         let gprs = &exit.guest.gprs;
         let msr = gprs[RCX as usize] as u32;
         let value = (gprs[RDX as usize] << 32) | (gprs[RAX as usize] & 0xffff_ffff);
+        if let Some(result) = self.apic_msr(vcpu, msr, Some(value), now) {
+            match result {
+                Ok(_) => response.actions.push(Action::SkipInstruction),
+                Err(why) => self.inject_gp(response, Some(format!("WRMSR {msr:#x} = {value:#x}: {why}"))),
+            }
+            return Ok(());
+        }
         let state = &mut self.vcpus[vcpu];
         let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc);
         match state.msrs.wrmsr(msr, value, &context) {
+            MsrOutcome::Written if msr == IA32_APIC_BASE => {
+                // The policy refuses x2APIC mode (EXTD) for now: only EN
+                // moves, and the APIC follows it.
+                let base = self.vcpus[vcpu].msrs.apic_base();
+                let mode = match (base & APIC_BASE_EN != 0, base & APIC_BASE_EXTD != 0) {
+                    (false, _) => ApicMode::Disabled,
+                    (true, false) => ApicMode::XApic,
+                    (true, true) => ApicMode::X2Apic,
+                };
+                self.platform.set_apic_mode(vcpu, mode);
+            }
             MsrOutcome::Written => {}
             MsrOutcome::WriteVmcsField { field: GuestMsrField::Efer, value } => {
                 response.actions.push(Action::WriteField { encoding: Guest64::Ia32Efer.encoding(), value });
@@ -472,6 +559,83 @@ impl GuestMonitor {
         self.vcpus[vcpu].xcr0 = value;
         response.actions.push(Action::SetXcr0 { value });
         response.actions.push(Action::SkipInstruction);
+        Ok(())
+    }
+
+    /// The MSRs the local APIC answers itself: IA32_TSC_DEADLINE and the
+    /// x2APIC registers, when the guest's CPUID shows them (otherwise the
+    /// policy refuses them). `None` leaves the MSR to the policy; `value`
+    /// is the WRMSR's.
+    fn apic_msr(&mut self, vcpu: usize, msr: u32, value: Option<u64>, now: u64) -> Option<Result<u64, String>> {
+        if msr == IA32_TSC_DEADLINE && self.cpuid.has(Feature::TscDeadline) {
+            return Some(Ok(match value {
+                Some(value) => {
+                    self.platform.set_tsc_deadline(vcpu, value, now);
+                    0
+                }
+                None => self.platform.tsc_deadline(vcpu),
+            }));
+        }
+        if !(X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&msr) || !self.cpuid.has(Feature::X2apic) {
+            return None;
+        }
+        let result = match value {
+            Some(value) => self.platform.apic_msr_write(vcpu, msr, value, now).map(|()| 0),
+            None => self.platform.apic_msr_read(vcpu, msr, now),
+        };
+        Some(result.map_err(|fault| format!("x2APIC: {fault:?}")))
+    }
+
+    /// Emulates the guest's access to device memory at `gpa`: reads the
+    /// instruction at RIP through the guest's page tables, decodes it,
+    /// performs the access on the platform and moves RIP past it.
+    fn mmio(
+        &mut self,
+        vcpu: usize,
+        exit: &ExitEvent,
+        gpa: u64,
+        now: u64,
+        memory: Option<&dyn GuestMemory>,
+        response: &mut Response,
+    ) -> Result<(), String> {
+        let guest = &exit.guest;
+        let memory = memory.ok_or_else(|| {
+            format!("access to device memory at {gpa:#x} (RIP {:#x}), but the shim gave no guest memory", guest.rip)
+        })?;
+        let instruction = fetch_and_decode(guest, memory)?;
+        let writes =
+            matches!(instruction.operation, MmioOperation::StoreRegister(_) | MmioOperation::StoreImmediate(_));
+        let reason = ExitReasonField(exit.exit_reason).reason();
+        if reason == Ok(ExitReason::EptViolation) && (exit.qualification & EPT_WRITE != 0) != writes {
+            return Err(format!(
+                "the instruction at RIP {:#x} does not match the {} of {gpa:#x} the CPU reported",
+                guest.rip,
+                ept_access(exit.qualification)
+            ));
+        }
+        // Device registers here are at most 32 bits wide: a wider access
+        // reaches the register at its address, the rest reads as zero.
+        let size = instruction.size.min(4);
+        match instruction.operation {
+            MmioOperation::Load { register, width } => {
+                let value = self.platform.mmio_read(vcpu, gpa, size, now).unwrap_or(u32::MAX);
+                let index = mmio_instruction::register_index(register);
+                let old = guest.gprs[usize::from(index)];
+                let merged = mmio_instruction::merge_load(old, register, width, u64::from(value));
+                response.actions.push(Action::SetGpr { index, value: merged });
+            }
+            MmioOperation::StoreRegister(register) => {
+                let value = mmio_instruction::register_value(&guest.gprs, register);
+                self.platform.mmio_write(vcpu, gpa, size, value as u32 & size_mask(size), now);
+            }
+            MmioOperation::StoreImmediate(value) => {
+                self.platform.mmio_write(vcpu, gpa, size, value as u32 & size_mask(size), now);
+            }
+        }
+        // The exit's instruction length is not defined for EPT violations
+        // (SDM 28.2.5): RIP moves by the decoded length.
+        let rip = guest.rip.wrapping_add(u64::from(instruction.length));
+        response.actions.push(Action::WriteField { encoding: GuestNatural::Rip.encoding(), value: rip });
         Ok(())
     }
 
@@ -599,6 +763,54 @@ fn invalid_xcr0(value: u64, supported: u64) -> Option<&'static str> {
     }
 }
 
+fn size_mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}
+
+/// Reads the instruction at the guest's RIP and decodes it as an MMIO
+/// move. The code segment's base is taken as flat (0) in protected and
+/// long mode, as every OS sets it, and as selector * 16 in real mode.
+fn fetch_and_decode(guest: &GuestSnapshot, memory: &dyn GuestMemory) -> Result<MmioInstruction, String> {
+    let long = guest.efer & EFER_LMA != 0 && guest.cs_access_rights & CS_LONG != 0;
+    let (mode, linear) = if guest.cr0 & CR0_PE == 0 {
+        (CpuMode::Bits16, (u64::from(guest.cs_selector) << 4) + (guest.rip & 0xffff))
+    } else if long {
+        (CpuMode::Bits64, guest.rip)
+    } else if guest.cs_access_rights & CS_DEFAULT_32 != 0 {
+        (CpuMode::Bits32, guest.rip & 0xffff_ffff)
+    } else {
+        (CpuMode::Bits16, guest.rip & 0xffff)
+    };
+    let paging = PagingState { cr0: guest.cr0, cr3: guest.cr3, cr4: guest.cr4, efer: guest.efer };
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    let mut fetched = 0;
+    // An instruction may straddle two pages: fetch page by page, and stop
+    // at the first that cannot be read (the decoder says if that was too
+    // early).
+    while fetched < bytes.len() {
+        let address = linear.wrapping_add(fetched as u64);
+        let Ok(gpa) = guest_paging::translate(memory, &paging, address) else { break };
+        let in_page = (0x1000 - (address & 0xfff)) as usize;
+        let chunk = in_page.min(bytes.len() - fetched);
+        if !guest_paging::read_physical(memory, gpa, &mut bytes[fetched..fetched + chunk]) {
+            break;
+        }
+        fetched += chunk;
+    }
+    if fetched == 0 {
+        let why = guest_paging::translate(memory, &paging, linear)
+            .map_or_else(|error| format!("{error}"), |gpa| format!("{gpa:#x} is not guest RAM"));
+        return Err(format!("cannot read the instruction at RIP {:#x}: {why}", guest.rip));
+    }
+    mmio_instruction::decode(&bytes[..fetched], mode).map_err(|error| {
+        format!("MMIO access by the instruction {:02x?} at RIP {:#x}: {error}", &bytes[..fetched.min(8)], guest.rip)
+    })
+}
+
 /// What an EPT-violation qualification says the guest tried (SDM 28.2.1).
 fn ept_access(qualification: u64) -> &'static str {
     match qualification & 0b111 {
@@ -611,6 +823,7 @@ fn ept_access(qualification: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest_memory::VecMemory;
     use crate::policy::test_hosts::skylake_x;
     use alloc::vec;
     use monitor_abi::{decode_response, encode_response, RSP};
@@ -958,5 +1171,158 @@ mod tests {
         assert!(deadlines(&quiet).is_empty(), "unchanged deadlines are not repeated");
         let later = fresh.handle_exit(&exit(ExitReason::Cpuid, 0, 12));
         assert_eq!(deadlines(&later), vec![Some(period_ns(2))]);
+    }
+
+    /// An EPT violation at `gpa` by the instruction `code` at RIP 0x10_0000
+    /// in flat 32-bit protected mode (no paging), with the code in memory.
+    fn mmio_exit(gpa: u64, write: bool, code: &[u8], memory: &mut VecMemory) -> ExitEvent {
+        memory.write(0x10_0000, code).unwrap();
+        let mut event = exit(ExitReason::EptViolation, if write { 0b010 } else { 0b001 }, 0);
+        event.guest_physical_address = gpa;
+        event.guest.cr0 = 0x11;
+        event.guest.cs_access_rights = 0xc09b;
+        event
+    }
+
+    fn rip_after(response: &Response) -> Option<u64> {
+        response.actions.iter().find_map(|action| match action {
+            Action::WriteField { encoding, value } if *encoding == GuestNatural::Rip.encoding() => Some(*value),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn apic_mmio_is_decoded_emulated_and_skipped() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        // mov eax, [ebx]: the APIC version register.
+        let read = mmio_exit(0xfee0_0030, false, &[0x8b, 0x03], &mut memory);
+        let read = with_gprs(read, &[(RAX, 0xdead_beef_0000_0000), (RBX, 0xfee0_0030)]);
+        let response = monitor.handle_exit_with_memory(&read, &memory);
+        assert_eq!(gpr(&response, RAX), Some(0x5_0014), "a 32-bit load clears bits 63:32");
+        assert_eq!(rip_after(&response), Some(0x10_0002));
+        assert!(!response.actions.contains(&Action::SkipInstruction), "the exit's length is not defined");
+        // mov dword [eax+0x80], 0x20: TPR.
+        let write = mmio_exit(0xfee0_0080, true, &[0xc7, 0x80, 0x80, 0, 0, 0, 0x20, 0, 0, 0], &mut memory);
+        let response = monitor.handle_exit_with_memory(&write, &memory);
+        assert_eq!(rip_after(&response), Some(0x10_000a));
+        assert_eq!(monitor.platform().local_apic(0).unwrap().ppr(), 0x20);
+        // The IOAPIC: mov [ecx], edx selects the version, mov eax, [ecx+0x10] reads it.
+        let select = with_gprs(mmio_exit(0xfec0_0000, true, &[0x89, 0x11], &mut memory), &[(RDX, 1)]);
+        monitor.handle_exit_with_memory(&select, &memory);
+        let version = mmio_exit(0xfec0_0010, false, &[0x8b, 0x41, 0x10], &mut memory);
+        assert_eq!(gpr(&monitor.handle_exit_with_memory(&version, &memory), RAX), Some(0x0017_0011));
+    }
+
+    #[test]
+    fn mmio_that_cannot_be_emulated_stops_the_guest_with_the_reason() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        let event = mmio_exit(0xfee0_0030, false, &[0x8b, 0x03], &mut memory);
+        assert!(stop_detail(&monitor.handle_exit(&event)).1.contains("gave no guest memory"));
+        // add eax, [ebx] is not a move.
+        let add = mmio_exit(0xfee0_0030, false, &[0x03, 0x03], &mut memory);
+        let (reason, detail) = stop_detail(&monitor.handle_exit_with_memory(&add, &memory));
+        assert_eq!(reason, StopReason::GuestError);
+        assert!(detail.contains("opcode 0x03"), "{detail}");
+        // A load where the CPU reported a write.
+        let mismatch = mmio_exit(0xfee0_0030, true, &[0x8b, 0x03], &mut memory);
+        assert!(stop_detail(&monitor.handle_exit_with_memory(&mismatch, &memory)).1.contains("does not match"));
+        // Outside every device it is still a wild access.
+        let wild = mmio_exit(0xfed0_0000, false, &[0x8b, 0x03], &mut memory);
+        assert!(stop_detail(&monitor.handle_exit_with_memory(&wild, &memory)).1.contains("no RAM and no device"));
+    }
+
+    /// Long mode with paging: the instruction is found through the guest's
+    /// 4-level tables, and may straddle a page boundary.
+    #[test]
+    fn the_instruction_is_read_through_the_guest_page_tables() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(4 << 20);
+        let rip: u64 = 0xffff_ffff_8100_0ffe;
+        // PML4 at 0x1000, PDPT 0x2000, PD 0x3000 with one 2-MiB page of
+        // code at physical 0x0, covering RIP's page and the next.
+        memory.write_u64(0x1000 + ((rip >> 39) & 0x1ff) * 8, 0x2003).unwrap();
+        memory.write_u64(0x2000 + ((rip >> 30) & 0x1ff) * 8, 0x3003).unwrap();
+        memory.write_u64(0x3000 + ((rip >> 21) & 0x1ff) * 8, 0x0020_0083).unwrap();
+        // mov eax, [rip+disp32] split across the page boundary.
+        memory.write(0x20_0ffe, &[0x8b, 0x05, 0x10, 0, 0, 0]).unwrap();
+        let mut event = exit(ExitReason::EptViolation, 0b001, 0);
+        event.guest_physical_address = 0xfee0_0020;
+        event.guest.rip = rip;
+        event.guest.cr0 = 0x8000_0011;
+        event.guest.cr3 = 0x1000;
+        event.guest.cr4 = 0x20;
+        event.guest.efer = EFER_LME | EFER_LMA;
+        event.guest.cs_access_rights = 0xa09b;
+        let response = monitor.handle_exit_with_memory(&event, &memory);
+        assert_eq!(gpr(&response, RAX), Some(0), "APIC ID 0");
+        assert_eq!(rip_after(&response), Some(rip + 6));
+    }
+
+    #[test]
+    fn local_apic_timer_interrupts_are_injected() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        let store = |monitor: &mut GuestMonitor, memory: &mut VecMemory, offset: u64, value: u64| {
+            let event = with_gprs(mmio_exit(0xfee0_0000 + offset, true, &[0x89, 0x18], memory), &[(RBX, value)]);
+            monitor.handle_exit_with_memory(&event, memory)
+        };
+        store(&mut monitor, &mut memory, 0x3e0, 0xb); // divide by 1
+        store(&mut monitor, &mut memory, 0x320, 0xec); // one-shot, vector 0xec
+        let armed = store(&mut monitor, &mut memory, 0x380, 5_000_000); // 5 ms at 1 GHz
+        assert!(armed.actions.contains(&Action::SetTimer { at_ns: Some(5_000_000) }), "{armed:?}");
+        let hlt = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 1));
+        assert_eq!(hlt.actions.last(), Some(&Action::Halt { wake_at_ns: Some(5_000_000) }));
+        let woken = monitor.handle_timer(0, 5_000_000);
+        assert_eq!(
+            woken.actions,
+            vec![Action::InjectEvent { vector: 0xec, kind: InjectionKind::ExternalInterrupt, error_code: None }]
+        );
+    }
+
+    #[test]
+    fn nmi_ipis_are_injected_unless_an_nmi_is_being_handled() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        // ICR: NMI, self included (shorthand "all including self").
+        let send = with_gprs(mmio_exit(0xfee0_0300, true, &[0x89, 0x18], &mut memory), &[(RBX, 0x0008_0400)]);
+        let mut blocked = send;
+        blocked.guest.interruptibility = BLOCKED_BY_NMI;
+        let response = monitor.handle_exit_with_memory(&blocked, &memory);
+        assert!(!injects(&response), "blocked by NMI: it waits");
+        let response = monitor.handle_exit(&exit(ExitReason::Cpuid, 0, 0));
+        assert!(response.actions.contains(&Action::InjectEvent {
+            vector: 2,
+            kind: InjectionKind::Nmi,
+            error_code: None
+        }));
+    }
+
+    #[test]
+    fn loading_a_kernel_writes_the_acpi_tables() {
+        let plain = config("vcpus = 2");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(64 << 20);
+        let image = crate::loader::test_images::aout_image(0x10_0000, 0x100, 0, 0, 0);
+        monitor.load(&mut memory, &image, "k", "", &[]).unwrap();
+        assert_eq!(&memory.as_slice()[0xf_0000..0xf_0008], b"RSD PTR ");
+        // The MADT (the XSDT's second entry) lists two local APICs.
+        let xsdt = u64::from_le_bytes(memory.as_slice()[0xf_0018..0xf_0020].try_into().unwrap()) as usize;
+        let madt = u64::from_le_bytes(memory.as_slice()[xsdt + 44..xsdt + 52].try_into().unwrap()) as usize;
+        let madt_len = u32::from_le_bytes(memory.as_slice()[madt + 4..madt + 8].try_into().unwrap()) as usize;
+        let entries = &memory.as_slice()[madt + 44..madt + madt_len];
+        let mut apics = 0;
+        let mut offset = 0;
+        while offset < entries.len() {
+            apics += usize::from(entries[offset] == 0);
+            offset += usize::from(entries[offset + 1]);
+        }
+        assert_eq!(apics, 2);
     }
 }

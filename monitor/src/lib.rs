@@ -12,5 +12,7 @@ extern crate alloc;
 pub mod devices;
 pub mod guest_memory;
 pub mod guest_monitor;
+pub mod guest_paging;
 pub mod loader;
+pub mod mmio_instruction;
 pub mod policy;

@@ -830,10 +830,24 @@ impl LocalApic {
 
     /// Whether `register` (16-byte aligned) is an APIC register at all.
     fn defined_register(&self, register: u32) -> bool {
-        matches!(register,
-            ID | VERSION | TPR | APR | PPR | EOI | RRD | LDR | DFR | SVR | ESR | ICR_LOW | ICR_HIGH
-            | TIMER_INITIAL | TIMER_CURRENT | TIMER_DIVIDE)
-            || (ISR..IRR + 0x80).contains(&register)
+        matches!(
+            register,
+            ID | VERSION
+                | TPR
+                | APR
+                | PPR
+                | EOI
+                | RRD
+                | LDR
+                | DFR
+                | SVR
+                | ESR
+                | ICR_LOW
+                | ICR_HIGH
+                | TIMER_INITIAL
+                | TIMER_CURRENT
+                | TIMER_DIVIDE
+        ) || (ISR..IRR + 0x80).contains(&register)
             || (LVT_TIMER..=LVT_ERROR).contains(&register)
             || (register == SELF_IPI && self.mode == ApicMode::X2Apic)
     }
@@ -906,8 +920,7 @@ impl LocalApic {
                     // The count goes on at the new rate from where it is.
                     let left = self.ns_of_ticks(u64::from(remaining) * self.divisor());
                     let deadline_ns = now_ns.saturating_add(left);
-                    self.countdown =
-                        Some(Countdown { start_ns: deadline_ns.saturating_sub(period), deadline_ns });
+                    self.countdown = Some(Countdown { start_ns: deadline_ns.saturating_sub(period), deadline_ns });
                 }
             }
             _ => return Err(()),
@@ -1141,7 +1154,9 @@ mod tests {
         );
         // Linux's AP start: INIT assert, INIT de-assert, then SIPI twice.
         let init = write(&mut apic, 0x300, 0x0000_c500);
-        assert!(matches!(init, ApicEffect::Ipi(m) if m.delivery == DeliveryMode::Init && m.destination == Destination::Physical(2)));
+        assert!(
+            matches!(init, ApicEffect::Ipi(m) if m.delivery == DeliveryMode::Init && m.destination == Destination::Physical(2))
+        );
         assert_eq!(write(&mut apic, 0x300, 0x0000_8500), ApicEffect::None, "de-assert is ignored");
         let sipi = write(&mut apic, 0x300, 0x0000_0698);
         assert!(matches!(sipi, ApicEffect::Ipi(m) if m.delivery == DeliveryMode::StartUp && m.vector == 0x98));

@@ -13,6 +13,17 @@ enum Step {
     Wait { ns: u64 },
     Acknowledge,
     Input(Vec<u8>),
+    MmioRead { gpa: u64, size: u8 },
+    MmioWrite { gpa: u64, size: u8, value: u32 },
+}
+
+/// Addresses in the APIC pages: registers and the gaps between them.
+fn mmio_address() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => (0u64..0x400).prop_map(|offset| 0xfee0_0000 + (offset & !3)),
+        1 => (0u64..0x1000).prop_map(|offset| 0xfee0_0000 + offset),
+        3 => proptest::sample::select(&[0xfec0_0000u64, 0xfec0_0010, 0xfec0_0020, 0xfec0_0040][..]),
+    ]
 }
 
 /// The ports the devices decode, and their neighbours.
@@ -49,6 +60,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|ns| Step::Wait { ns }),
         2 => Just(Step::Acknowledge),
         1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Step::Input),
+        3 => (mmio_address(), size()).prop_map(|(gpa, size)| Step::MmioRead { gpa, size }),
+        6 => (mmio_address(), size(), any::<u32>()).prop_map(|(gpa, size, value)| Step::MmioWrite { gpa, size, value }),
     ]
 }
 
@@ -62,6 +75,7 @@ proptest! {
             wall_clock_unix_secs: 1_700_000_000,
             console_capacity: 32,
             console_input_capacity: 16,
+            ..PlatformConfig::new(0, 0)
         };
         let mut platform = LegacyPlatform::new(&config);
         let mut now = 0u64;
@@ -83,9 +97,15 @@ proptest! {
                     now += ns;
                     platform.advance(now);
                 }
+                Step::MmioRead { gpa, size } => {
+                    prop_assert!(platform.mmio_read(0, gpa, size, now).is_some());
+                }
+                Step::MmioWrite { gpa, size, value } => {
+                    prop_assert!(platform.mmio_write(0, gpa, size, value, now));
+                }
                 Step::Acknowledge => {
-                    let pending = platform.pending_interrupt_vector();
-                    let vector = platform.acknowledge_interrupt();
+                    let pending = platform.pending_interrupt_vector(0);
+                    let vector = platform.acknowledge_interrupt(0);
                     if let Some(pending) = pending {
                         prop_assert_eq!(vector, pending);
                     }
@@ -121,6 +141,40 @@ proptest! {
         if let Some(next) = platform.next_event_ns(now) {
             platform.advance(next);
             prop_assert!(platform.next_event_ns(next).is_none_or(|after| after >= next));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Garbage in every x2APIC MSR and the TSC deadline, with time going
+    /// by: no panic, and the timer never asks for a time in the past.
+    #[test]
+    fn garbage_x2apic_msrs_keep_the_apic_sane(
+        steps in proptest::collection::vec((0x800u32..=0x8ff, any::<u64>(), 0u64..10_000_000, any::<bool>()), 1..200)
+    ) {
+        use super::local_apic::{ApicMode, LocalApic};
+        let mut apic = LocalApic::new(0, true, 2_000_000, 1_000_000);
+        apic.set_mode(ApicMode::X2Apic);
+        let mut now = 0u64;
+        for (msr, value, wait, read) in steps {
+            now += wait;
+            if read {
+                let _ = apic.msr_read(msr, now);
+            } else {
+                let _ = apic.msr_write(msr, value, now);
+                apic.write_tsc_deadline(value >> 20, now);
+            }
+            apic.advance(now);
+            if let Some(deadline) = apic.next_deadline() {
+                prop_assert!(deadline > now);
+            }
+            if let Some(vector) = apic.pending_vector() {
+                prop_assert!(vector >= 16);
+                prop_assert!(u32::from(vector) >> 4 > apic.ppr() >> 4);
+            }
+            let _ = apic.acknowledge();
         }
     }
 }

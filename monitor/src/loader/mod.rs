@@ -31,7 +31,7 @@ mod placement;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod test_images;
+pub(crate) mod test_images;
 
 use alloc::vec::Vec;
 use core::fmt;
