@@ -320,6 +320,10 @@ impl GuestMonitor {
             response.actions.push(Action::Stop { reason: StopReason::DebugExit { status }, detail: String::new() });
             return response;
         }
+        if self.platform.powered_off() {
+            response.actions.push(Action::Stop { reason: StopReason::PowerOff, detail: "ACPI S5".into() });
+            return response;
+        }
         if !reinjected && !injects(&response) {
             self.deliver_interrupt(vcpu, &exit.guest, reason, &mut response);
         }
@@ -1324,5 +1328,17 @@ mod tests {
             offset += usize::from(entries[offset + 1]);
         }
         assert_eq!(apics, 2);
+    }
+
+    #[test]
+    fn acpi_s5_powers_the_guest_off() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let out16 = |monitor: &mut GuestMonitor, value: u64| {
+            monitor.handle_exit(&with_gprs(exit(ExitReason::IoInstruction, io(0x604, 2, false), 0), &[(RAX, value)]))
+        };
+        assert!(!out16(&mut monitor, 5 << 10).actions.iter().any(|action| matches!(action, Action::Stop { .. })));
+        let response = out16(&mut monitor, (5 << 10) | (1 << 13));
+        assert_eq!(stop_detail(&response), (StopReason::PowerOff, "ACPI S5".into()));
     }
 }

@@ -20,6 +20,7 @@
 //! emulation does not model) are never silently dropped: each bumps a
 //! counter in the device's [`DeviceMetrics`].
 
+pub mod acpi_pm;
 pub mod console;
 pub mod debug_exit;
 pub mod io_apic;

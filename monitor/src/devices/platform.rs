@@ -32,6 +32,7 @@
 
 use alloc::vec::Vec;
 
+use super::acpi_pm::AcpiPm;
 use super::console::ConsoleBuffer;
 use super::debug_exit::DebugExit;
 use super::io_apic::{IoApic, IOAPIC_BASE, IOAPIC_WINDOW_SIZE, TIMER_GSI};
@@ -90,6 +91,7 @@ pub struct LegacyPlatform {
     rtc: RtcCmos,
     com1: Uart16550,
     debug_exit: DebugExit,
+    acpi_pm: AcpiPm,
     ioapic: IoApic,
     apics: Vec<LocalApic>,
     /// Messages on their way from the IOAPIC and the APICs, reused.
@@ -109,6 +111,7 @@ impl LegacyPlatform {
             rtc: RtcCmos::new(config.wall_clock_unix_secs, config.ram_bytes),
             com1: Uart16550::new(COM1_BASE, config.console_capacity, config.console_input_capacity),
             debug_exit: DebugExit::new(),
+            acpi_pm: AcpiPm::new(),
             ioapic: IoApic::with_id(crate::loader::acpi::IOAPIC_ID),
             apics,
             messages: Vec::new(),
@@ -278,6 +281,11 @@ impl LegacyPlatform {
         self.debug_exit.exit_status()
     }
 
+    /// Whether the guest entered ACPI S5 (powered off).
+    pub fn powered_off(&self) -> bool {
+        self.acpi_pm.powered_off()
+    }
+
     /// Whether the guest disabled NMI (port 0x70 bit 7).
     pub fn nmi_disabled(&self) -> bool {
         self.rtc.nmi_disabled()
@@ -290,7 +298,7 @@ impl LegacyPlatform {
 
     /// Every device's counters by name, the bus's own first; the local
     /// APICs' summed.
-    pub fn device_metrics(&self) -> [(&'static str, DeviceMetrics); 8] {
+    pub fn device_metrics(&self) -> [(&'static str, DeviceMetrics); 9] {
         let apics = self.apics.iter().map(LocalApic::metrics).fold(DeviceMetrics::default(), |sum, m| DeviceMetrics {
             reads: sum.reads + m.reads,
             writes: sum.writes + m.writes,
@@ -312,6 +320,7 @@ impl LegacyPlatform {
             ("rtc", *self.rtc.metrics()),
             ("com1", *self.com1.metrics()),
             ("debug-exit", *self.debug_exit.metrics()),
+            ("acpi-pm", *self.acpi_pm.metrics()),
             ("ioapic", *self.ioapic.metrics()),
             ("lapic", apics),
         ]
@@ -351,8 +360,8 @@ impl LegacyPlatform {
     }
 
     fn device_for(&mut self, port: u16) -> Option<&mut dyn PortDevice> {
-        let devices: [&mut dyn PortDevice; 5] =
-            [&mut self.pic, &mut self.pit, &mut self.rtc, &mut self.com1, &mut self.debug_exit];
+        let devices: [&mut dyn PortDevice; 6] =
+            [&mut self.pic, &mut self.pit, &mut self.rtc, &mut self.com1, &mut self.debug_exit, &mut self.acpi_pm];
         devices.into_iter().find(|device| device.decodes(port))
     }
 
@@ -495,7 +504,7 @@ mod tests {
         assert_eq!(platform.metrics().unclaimed_reads, 3);
         assert_eq!(platform.metrics().reads, 4);
         let names = platform.device_metrics().map(|(name, _)| name);
-        assert_eq!(names, ["bus", "pic", "pit", "rtc", "com1", "debug-exit", "ioapic", "lapic"]);
+        assert_eq!(names, ["bus", "pic", "pit", "rtc", "com1", "debug-exit", "acpi-pm", "ioapic", "lapic"]);
         assert_eq!(platform.device_metrics()[4].1.reads, 1);
     }
 
