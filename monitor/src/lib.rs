@@ -15,4 +15,5 @@ pub mod guest_monitor;
 pub mod guest_paging;
 pub mod loader;
 pub mod mmio_instruction;
+pub mod nested;
 pub mod policy;
