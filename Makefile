@@ -10,6 +10,7 @@ CARGO ?= cargo
 # subcommands such as clippy.
 BARE_METAL_CONFIG = --config .cargo/bare-metal.toml
 SHIM_ELF = target/bare/x86_64-unknown-linux-gnu/release/l0-shim
+MONITOR_ELF = target/bare/x86_64-unknown-linux-gnu/release/monitor-image
 
 .PHONY: all deps build image run test test-host lint fmt clean
 
@@ -21,11 +22,12 @@ deps:
 build: image
 	$(CARGO) build --workspace
 
-# The shim kernel (bare metal): see .cargo/bare-metal.toml for why it builds
-# apart from the host crates.
+# The shim kernel and the monitor image (bare metal): see
+# .cargo/bare-metal.toml for why they build apart from the host crates.
 image:
-	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel
+	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l0-shim -p monitor-image --features l0-shim/kernel,monitor-image/image
 	@echo "shim kernel: $(SHIM_ELF)"
+	@echo "monitor image: $(MONITOR_ELF)"
 
 # The Linux guest kernel and busybox initramfs (images/linux/README.md), built
 # from Debian packages and cached in $MATRYOSHKA_CACHE (default ~/.cache/matryoshka).
@@ -59,6 +61,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel -- -D warnings
+	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p monitor-image --features image -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

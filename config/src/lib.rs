@@ -46,6 +46,7 @@ mod fields;
 mod guest;
 mod lexer;
 mod parser;
+mod render;
 mod report;
 mod shim;
 #[cfg(test)]

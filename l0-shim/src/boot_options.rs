@@ -4,6 +4,7 @@
 use core::fmt;
 
 use log::LevelFilter;
+use monitor_abi::boot_info::TestHook;
 
 /// How the shim ends the machine once every guest has stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +41,14 @@ pub struct BootOptions<'a> {
     /// first module whose name ends in `.cfg` is used.
     pub config_module: Option<&'a str>,
     pub self_test: Option<SelfTest>,
+    /// Tests only: the guest whose monitor faults on purpose, and how
+    /// (`monitor-fault=GUEST:page-fault|hang|panic`).
+    pub monitor_fault: Option<(&'a str, TestHook)>,
 }
 
 impl Default for BootOptions<'_> {
     fn default() -> Self {
-        Self { log_level: None, exit: ExitMethod::Halt, config_module: None, self_test: None }
+        Self { log_level: None, exit: ExitMethod::Halt, config_module: None, self_test: None, monitor_fault: None }
     }
 }
 
@@ -100,6 +104,13 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
                 "vmx-smoke" => options.self_test = Some(SelfTest::VmxSmoke),
                 _ => bad_value("page-fault, panic, stack-overflow or vmx-smoke"),
             },
+            "monitor-fault" => match value.split_once(':') {
+                Some((guest, kind)) if !guest.is_empty() => match TestHook::from_name(kind) {
+                    Some(hook) => options.monitor_fault = Some((guest, hook)),
+                    None => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
+                },
+                _ => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
+            },
             _ => warn(OptionWarning::UnknownKey(key)),
         }
     }
@@ -147,11 +158,16 @@ mod tests {
         assert_eq!(options.exit, ExitMethod::Bochs);
         assert_eq!(options.config_module, Some("lab.cfg"));
         assert_eq!(options.self_test, Some(SelfTest::PageFault));
+        let (options, warnings) = parse_collecting("monitor-fault=web:hang");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.monitor_fault, Some(("web", TestHook::HangOnExit)));
     }
 
     #[test]
     fn bad_words_are_named_and_defaults_kept() {
-        let (options, warnings) = parse_collecting("log=loud exit=reboot speed=11 stray selftest=boom config=");
+        let (options, warnings) = parse_collecting(
+            "log=loud exit=reboot speed=11 stray selftest=boom config= monitor-fault=web monitor-fault=:panic",
+        );
         assert_eq!(options, BootOptions::default());
         let text = warnings.join("\n");
         for needle in [
@@ -161,10 +177,12 @@ mod tests {
             "ignoring 'stray'",
             "selftest=boom: expected page-fault, panic, stack-overflow or vmx-smoke",
             "config=: expected the name of a boot module",
+            "monitor-fault=web: expected GUEST:page-fault",
+            "monitor-fault=:panic: expected GUEST:page-fault",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
-        assert_eq!(warnings.len(), 6);
+        assert_eq!(warnings.len(), 8);
     }
 
     #[test]

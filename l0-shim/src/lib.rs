@@ -12,3 +12,5 @@ pub mod boot_info;
 pub mod boot_options;
 pub mod layout;
 pub mod memory;
+pub mod monitor_image;
+pub mod monitor_space;

@@ -8,6 +8,9 @@ use std::process::Command;
 
 use crate::workspace;
 
+/// The boot module name the shim looks for (l0-shim's kernel::monitor).
+pub const MONITOR_MODULE: &str = "matryoshka-monitor";
+
 /// A boot image ready for an emulator.
 #[derive(Debug, Clone)]
 pub struct BootImage {
@@ -87,9 +90,22 @@ impl ImageBuilder {
         if !stripped.success() {
             return Err(format!("objcopy --strip-debug {} failed ({stripped})", shim.display()));
         }
+        // Every image carries the monitor image, which the shim runs once
+        // per guest.
+        let monitor = workspace::monitor_elf()?;
+        let stripped_monitor = dir.join(MONITOR_MODULE);
+        let status = Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&monitor)
+            .arg(&stripped_monitor)
+            .status()
+            .map_err(|error| format!("cannot run objcopy ({error}); run `make deps` to install binutils"))?;
+        if !status.success() {
+            return Err(format!("objcopy --strip-debug {} failed ({status})", monitor.display()));
+        }
 
         let mut command_line = self.command_line.clone();
-        let mut modules: Vec<(String, PathBuf)> = Vec::new();
+        let mut modules: Vec<(String, PathBuf)> = vec![(MONITOR_MODULE.to_string(), stripped_monitor)];
         if let Some((name, text)) = &self.config {
             let file = dir.join("boot-config");
             fs::write(&file, text).map_err(io_error("writing the boot configuration"))?;

@@ -24,15 +24,26 @@ pub fn guest_build_dir() -> PathBuf {
 /// Builds the shim's kernel ELF (release, bare-metal configuration) once
 /// per process and returns its path. Cargo makes repeated builds cheap.
 pub fn shim_elf() -> Result<PathBuf, String> {
-    static SHIM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    SHIM.get_or_init(build_shim).clone()
+    shim_and_monitor().map(|(shim, _)| shim)
 }
 
-fn build_shim() -> Result<PathBuf, String> {
+/// The monitor image's ELF, built with the shim.
+pub fn monitor_elf() -> Result<PathBuf, String> {
+    shim_and_monitor().map(|(_, monitor)| monitor)
+}
+
+fn shim_and_monitor() -> Result<(PathBuf, PathBuf), String> {
+    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    BUILT.get_or_init(build_shim_and_monitor).clone()
+}
+
+/// One cargo run for both bare-metal programs: they share a target
+/// directory, and one run takes its lock once.
+fn build_shim_and_monitor() -> Result<(PathBuf, PathBuf), String> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["--config", ".cargo/bare-metal.toml", "build", "--release", "--quiet"])
-        .args(["-p", "l0-shim", "--features", "kernel"])
+        .args(["-p", "l0-shim", "-p", "monitor-image", "--features", "l0-shim/kernel,monitor-image/image"])
         // A cargo test run exports variables meant for the host build.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
@@ -40,14 +51,16 @@ fn build_shim() -> Result<PathBuf, String> {
         .status()
         .map_err(|error| format!("cannot run cargo to build the shim: {error}"))?;
     if !status.success() {
-        return Err(format!("building the shim failed ({status})"));
+        return Err(format!("building the shim and the monitor image failed ({status})"));
     }
-    let elf = root().join("target/bare/x86_64-unknown-linux-gnu/release/l0-shim");
-    if elf.is_file() {
-        Ok(elf)
-    } else {
-        Err(format!("the shim build succeeded but {} is missing", elf.display()))
+    let built = root().join("target/bare/x86_64-unknown-linux-gnu/release");
+    let (shim, monitor) = (built.join("l0-shim"), built.join("monitor-image"));
+    for elf in [&shim, &monitor] {
+        if !elf.is_file() {
+            return Err(format!("the build succeeded but {} is missing", elf.display()));
+        }
     }
+    Ok((shim, monitor))
 }
 
 /// Builds the project's own guest kernels into `build/guests/` once per

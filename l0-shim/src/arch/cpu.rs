@@ -99,6 +99,63 @@ pub fn halt() {
     unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
 }
 
+/// What protects the shim from ring 3, as `harden_for_ring3` set it up.
+pub struct Ring3Protections {
+    pub smep: bool,
+    pub smap: bool,
+    pub umip: bool,
+}
+
+impl core::fmt::Display for Ring3Protections {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let on = |enabled: bool| if enabled { "on" } else { "not available" };
+        write!(f, "SMEP {}, SMAP {}, UMIP {}; SYSCALL off", on(self.smep), on(self.smap), on(self.umip))
+    }
+}
+
+/// Sets up what the monitors in ring 3 must not get around: the shim never
+/// executes (SMEP) or touches (SMAP) user pages, ring 3 cannot read the
+/// descriptor-table registers (UMIP), and SYSCALL is off (guests own
+/// LSTAR, so a SYSCALL from a monitor would enter ring 0 at a guest's
+/// address). FSGSBASE stays off, so ring 3 cannot set GS base directly.
+pub fn harden_for_ring3() -> Ring3Protections {
+    const CR4_UMIP: u64 = 1 << 11;
+    const CR4_FSGSBASE: u64 = 1 << 16;
+    const CR4_SMEP: u64 = 1 << 20;
+    const CR4_SMAP: u64 = 1 << 21;
+    const EFER: u32 = 0xc000_0080;
+    const EFER_SCE: u64 = 1;
+    let leaf7 = cpuid(7, 0);
+    let protections = Ring3Protections {
+        smep: leaf7.ebx & (1 << 7) != 0,
+        smap: leaf7.ebx & (1 << 20) != 0,
+        umip: leaf7.ecx & (1 << 2) != 0,
+    };
+    let mut cr4 = read_cr4() & !CR4_FSGSBASE;
+    for (available, bit) in [(protections.smep, CR4_SMEP), (protections.smap, CR4_SMAP), (protections.umip, CR4_UMIP)] {
+        if available {
+            cr4 |= bit;
+        }
+    }
+    // Safe because the shim's own code and data are supervisor pages, it
+    // reaches the monitors' memory only through the (supervisor) direct
+    // map, and it uses none of the instructions UMIP restricts in ring 0.
+    unsafe {
+        write_cr4(cr4);
+        write_msr(EFER, read_msr(EFER) & !EFER_SCE);
+    }
+    protections
+}
+
+/// Opens the interrupt window for one instruction, so that an interrupt
+/// already pending is taken now (its handler must only acknowledge it).
+pub fn let_pending_interrupts_in() {
+    // Safe because the shim's handlers for the interrupts it enables (the
+    // budget timer, spurious) only acknowledge them, and IF is clear again
+    // after the NOP.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
 pub fn disable_interrupts() {
     // Safe because masking interrupts cannot break memory safety.
     unsafe { asm!("cli", options(nomem, nostack)) };

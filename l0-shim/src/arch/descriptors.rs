@@ -21,6 +21,8 @@ pub mod ist {
 }
 
 pub const TRAP_VECTORS: usize = 256;
+/// The one gate a monitor (ring 3) may use: `int 0x80` returns to the shim.
+pub const MONITOR_RETURN_VECTOR: u8 = 0x80;
 /// Distance between the entry stubs in traps.s.
 const TRAP_STUB_SIZE: u64 = 16;
 
@@ -35,12 +37,20 @@ pub fn ist_for_vector(vector: u8) -> u8 {
     }
 }
 
-/// A TSS whose interrupt stack table holds `stack_tops` for slots 1..=COUNT.
+/// Bytes reserved at the top of every interrupt stack, above the frame the
+/// CPU pushes: the first word holds the CPU's per-CPU block, so that an
+/// entry from ring 3 (where GS is the monitor's) can find it.
+pub const IST_TOP_RESERVED: u64 = 16;
+
+/// A TSS whose interrupt stack table holds `stack_tops` for slots 1..=COUNT
+/// (each minus the reserved words). RSP0 is the interrupt stack too, though
+/// every gate names its own IST slot.
 pub fn new_tss(stack_tops: [VirtAddr; ist::COUNT]) -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
     for (slot, top) in stack_tops.into_iter().enumerate() {
-        tss.interrupt_stack_table[slot] = top;
+        tss.interrupt_stack_table[slot] = top - IST_TOP_RESERVED;
     }
+    tss.privilege_stack_table[0] = stack_tops[usize::from(ist::INTERRUPT) - 1] - IST_TOP_RESERVED;
     tss
 }
 
@@ -49,6 +59,9 @@ pub struct Selectors {
     pub kernel_code: SegmentSelector,
     pub kernel_data: SegmentSelector,
     pub tss: SegmentSelector,
+    /// Ring-3 segments for the monitors (RPL 3).
+    pub user_code: SegmentSelector,
+    pub user_data: SegmentSelector,
 }
 
 pub struct Gdt {
@@ -62,7 +75,11 @@ impl Gdt {
         let kernel_code = table.append(Descriptor::kernel_code_segment());
         let kernel_data = table.append(Descriptor::kernel_data_segment());
         let tss = table.append(Descriptor::tss_segment(tss));
-        Self { table, selectors: Selectors { kernel_code, kernel_data, tss } }
+        let user_data = table.append(Descriptor::user_data_segment());
+        let user_code = table.append(Descriptor::user_code_segment());
+        let user_data = SegmentSelector(user_data.0 | 3);
+        let user_code = SegmentSelector(user_code.0 | 3);
+        Self { table, selectors: Selectors { kernel_code, kernel_data, tss, user_code, user_data } }
     }
 
     /// Makes this GDT and its TSS the current CPU's.
@@ -94,6 +111,9 @@ struct InterruptGate {
 }
 
 const GATE_PRESENT_INTERRUPT_DPL0: u8 = 0x8e;
+/// As above but callable from ring 3 with `int`: only the monitor's return
+/// gate. Every other `int n` from ring 3 raises #GP.
+const GATE_PRESENT_INTERRUPT_DPL3: u8 = 0xee;
 
 /// The interrupt descriptor table. The x86_64 crate's typed table wants
 /// `extern "x86-interrupt"` handlers, which stable Rust lacks, so the gates
@@ -117,7 +137,11 @@ impl Idt {
                 offset_low: handler as u16,
                 selector: code_selector.0,
                 ist: ist_for_vector(vector as u8),
-                type_attributes: GATE_PRESENT_INTERRUPT_DPL0,
+                type_attributes: if vector == usize::from(MONITOR_RETURN_VECTOR) {
+                    GATE_PRESENT_INTERRUPT_DPL3
+                } else {
+                    GATE_PRESENT_INTERRUPT_DPL0
+                },
                 offset_middle: (handler >> 16) as u16,
                 offset_high: (handler >> 32) as u32,
                 reserved: 0,

@@ -45,6 +45,18 @@ trap_common:
     push r13
     push r14
     push r15
+    # From ring 3 (a monitor), GS base may be anything the monitor made it
+    # (a segment load sets it from a descriptor): point it back at this
+    # CPU's block, which lives in the word just above the CPU's frame at the
+    # top of every interrupt stack (descriptors::IST_TOP_RESERVED).
+    test qword ptr [rsp + 18 * 8], 3
+    jz 1f
+    mov rax, [rsp + 22 * 8]
+    mov rdx, rax
+    shr rdx, 32
+    mov ecx, 0xc0000101
+    wrmsr
+1:
     mov rdi, rsp
     # 22 quadwords are on the stack and the CPU aligned it to 16 before
     # pushing its frame, so RSP stays 16-aligned for FXSAVE and the call.

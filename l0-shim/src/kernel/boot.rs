@@ -9,10 +9,12 @@ use log::{error, info, warn, LevelFilter};
 use multiboot2::{BootInformation, BootInformationHeader};
 
 use crate::arch::cpu::rdtsc;
+use crate::arch::local_apic;
 use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
 use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
+use monitor_abi::boot_info::TestHook;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -48,6 +50,14 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     let cpu = percpu::init_boot_cpu(gdt);
     info!("cpu {}: APIC id {}, trap tables and per-CPU data ready", cpu.index, cpu.apic_id);
     info!("tsc: {} kHz, measured against the PIT", tsc::khz());
+    let protections = crate::arch::cpu::harden_for_ring3();
+    info!("ring 3 (monitors): {protections}");
+    local_apic::disable_legacy_pic();
+    if local_apic::init() {
+        info!("local APIC: x2APIC mode, timer {} counts per 2^20 TSC ticks", local_apic::counts_per_mebitick());
+    } else {
+        warn!("local APIC: no x2APIC, so monitors run without a time budget");
+    }
 
     if let Some(test) = options.self_test.filter(|test| *test != SelfTest::VmxSmoke) {
         run_self_test(test);
@@ -74,7 +84,13 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         let mut guests = Vec::new();
         for (index, config) in parsed.config.guests.iter().enumerate() {
             let created = match &vmx {
-                Ok(capabilities) => Guest::create(config, &boot, capabilities, index as u16 + 1),
+                Ok(capabilities) => {
+                    let hook = match options.monitor_fault {
+                        Some((name, hook)) if name == config.name => hook,
+                        _ => TestHook::None,
+                    };
+                    Guest::create(config, &boot, capabilities, index as u16 + 1, hook)
+                }
                 Err(error) => Err(format!("no VMX: {error}")),
             };
             match created {

@@ -2,9 +2,10 @@
 //! guest-physical 0 by the guest's own EPT (EPT01), built from frames that
 //! belong to that guest alone.
 
+use alloc::string::String;
+
 use l0_shim::layout::phys_to_virt;
 use l0_shim::memory::{EptFlags, EptPaging, MapError, MemoryType, PageSize, PageTableBuilder, PhysAddr, PhysRange};
-use monitor::guest_memory::{GuestMemory, OutOfRange};
 
 use crate::arch::vmx_instructions::{invept, InveptKind};
 use crate::kernel::memory::{self, DirectMap};
@@ -74,8 +75,10 @@ impl GuestRam {
         });
         match built {
             Ok(ept_root) => {
-                let mut ram = Self { host, ept_root, ept_frames };
-                let _ = ram.fill(0, bytes, 0);
+                let ram = Self { host, ept_root, ept_frames };
+                // Safe because the frames are this guest's alone, fresh from
+                // the allocator, and the direct map covers them.
+                unsafe { core::ptr::write_bytes(phys_to_virt(host.start.as_u64()) as *mut u8, 0, bytes as usize) };
                 Ok(ram)
             }
             Err(error) => {
@@ -90,35 +93,23 @@ impl GuestRam {
         }
     }
 
+    /// The host frames behind the guest's RAM (guest-physical 0 first).
+    pub fn host_range(&self) -> PhysRange {
+        self.host
+    }
+
     pub fn eptp(&self) -> u64 {
         self.ept_root.as_u64() | EPTP_WALK_LENGTH_4 | EPTP_WRITE_BACK
     }
 
-    fn host_pointer(&self, gpa: u64, len: usize) -> Result<*mut u8, OutOfRange> {
-        if !self.contains(gpa, len as u64) {
-            return Err(OutOfRange { gpa, len: len as u64 });
+    /// Copies `data` into guest RAM at `gpa` (the shim's own test guests
+    /// only: a monitor loads its guest's kernel itself).
+    pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), String> {
+        let inside = gpa.checked_add(data.len() as u64).is_some_and(|end| end <= self.host.len());
+        if !inside {
+            return Err(alloc::format!("{} bytes at guest-physical {gpa:#x} lie outside the guest's RAM", data.len()));
         }
-        Ok(phys_to_virt(self.host.start.as_u64() + gpa) as *mut u8)
-    }
-}
-
-impl GuestMemory for GuestRam {
-    fn size(&self) -> u64 {
-        self.host.len()
-    }
-
-    fn read(&self, gpa: u64, buffer: &mut [u8]) -> Result<(), OutOfRange> {
-        let source = self.host_pointer(gpa, buffer.len())?;
-        // Safe because the range was checked to lie in this guest's RAM,
-        // which the direct map covers and which no Rust reference aliases.
-        unsafe { core::ptr::copy_nonoverlapping(source, buffer.as_mut_ptr(), buffer.len()) };
-        Ok(())
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
-        let destination = self.host_pointer(gpa, data.len())?;
-        // Safe for the same reasons as `read`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), destination, data.len()) };
+        memory::write_bytes(PhysAddr::new(self.host.start.as_u64() + gpa), data);
         Ok(())
     }
 }

@@ -2,10 +2,10 @@
 //! each ended on its own, for its own reason, without touching the others.
 //!
 //! Each guest has its own RAM and EPT, its own VPID and VMCS, and its own
-//! monitor. Every VM exit goes to that monitor as an `ExitEvent`; its answer
-//! is checked and applied by `monitor_channel`. For now the monitor's logic
-//! runs inside the shim; it moves into its own deprivileged image next,
-//! behind the same ABI.
+//! monitor, running deprivileged in its own address space (`monitor`).
+//! Every VM exit goes to that monitor as an `ExitEvent`; its answer is
+//! checked and applied by `monitor_channel`. A monitor that faults, stops
+//! answering or asks for what it may not have ends its own guest only.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -14,20 +14,19 @@ use alloc::vec::Vec;
 use l0_shim::boot_info::BootInfo;
 use log::{info, warn};
 use matryoshka_config::GuestConfig;
-use monitor::guest_monitor::{GuestMonitor, GuestSetup};
-use monitor::loader::Module;
-use monitor::policy::cpuid::NativeSupport;
-use monitor::policy::msr::UnknownMsrAction;
-use monitor_abi::{StopReason, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
+use monitor_abi::boot_info::{flags, TestHook};
+use monitor_abi::{Event, StopReason, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
 use vmx::capabilities::VmxCapabilities;
-use vmx::vmcs::Control64;
+use vmx::controls::SecondaryControls;
+use vmx::vmcs::{Control64, GuestNatural};
 
-use crate::arch::cpu::{cpuid, rdtsc};
+use crate::arch::cpu::rdtsc;
 use crate::arch::vmx_instructions::GuestRegisters;
 use crate::kernel::guest_ram::GuestRam;
+use crate::kernel::monitor::{MachineFacts, Monitor};
 use crate::kernel::monitor_channel::{self, Next, Output};
 use crate::kernel::vcpu::{FlatProtectedStart, Vcpu};
-use crate::kernel::{memory, tsc, vmcs};
+use crate::kernel::{tsc, vmcs};
 
 /// How long a guest may run before the next one gets the CPU, in TSC
 /// ticks (about 10 ms of Bochs time at 50 M instructions per second).
@@ -55,7 +54,7 @@ pub struct Guest {
     pub name: String,
     ram: GuestRam,
     vcpu: Vcpu,
-    monitor: GuestMonitor,
+    monitor: Monitor,
     pub state: GuestState,
     /// The host TSC at which the monitor's platform next needs the guest to
     /// exit (its next timer event), if any.
@@ -65,65 +64,34 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Creates a guest and loads its kernel; the error says what was wrong.
+    /// Creates a guest: its RAM, vCPU and monitor, which loads the kernel
+    /// and sets the vCPU's start state. The error says what was wrong.
     pub fn create(
         config: &GuestConfig,
         boot: &BootInfo,
         capabilities: &VmxCapabilities,
         vpid: u16,
+        test_hook: TestHook,
     ) -> Result<Self, String> {
         let ram_bytes = config.memory_mib << 20;
-        let mut ram = GuestRam::new(ram_bytes).map_err(|error| error.to_string())?;
-        let setup = GuestSetup {
-            config,
-            ram_bytes,
-            tsc_khz: u32::try_from(tsc::khz()).unwrap_or(u32::MAX),
-            native: NativeSupport::from_capabilities(capabilities),
-            wall_clock_unix_secs: GUEST_WALL_CLOCK,
-            unknown_msr: UnknownMsrAction::InjectGp,
-        };
-        let mut monitor = GuestMonitor::new(&setup, |leaf, subleaf| {
-            let host = cpuid(leaf, subleaf);
-            [host.eax, host.ebx, host.ecx, host.edx]
-        });
-        let module = |name: &str| {
-            boot.module(name).map(memory::module_bytes).ok_or_else(|| format!("no boot module named '{name}'"))
-        };
-        let kernel = module(&config.kernel)?;
-        let ramdisk = config.ramdisk.as_deref().map(module).transpose()?;
-        let modules: Vec<Module> = ramdisk
-            .into_iter()
-            .zip(config.ramdisk.iter())
-            .map(|(bytes, name)| Module { bytes, cmdline: name })
-            .collect();
-        let loaded = monitor
-            .load(&mut ram, kernel, &config.kernel, &config.cmdline, &modules)
-            .map_err(|error| error.to_string())?;
-        let cpu = &loaded.cpu;
-        let monitor::loader::CpuMode::ProtectedFlat32 { code_selector, data_selector } = cpu.mode;
-        let registers = GuestRegisters {
-            rax: cpu.registers.rax,
-            rbx: cpu.registers.rbx,
-            rcx: cpu.registers.rcx,
-            rdx: cpu.registers.rdx,
-            rsi: cpu.registers.rsi,
-            rdi: cpu.registers.rdi,
-            rbp: cpu.registers.rbp,
-            ..GuestRegisters::default()
-        };
+        let ram = GuestRam::new(ram_bytes).map_err(|error| error.to_string())?;
+        // Flat 32-bit protected mode, as both boot protocols start; the
+        // monitor's loader sets the entry point, registers and GDT.
         let start = FlatProtectedStart {
-            rip: cpu.rip,
-            registers,
-            code_selector,
-            data_selector,
-            gdtr: cpu.gdt.map(|gdt| (gdt.base, gdt.limit)),
+            rip: 0,
+            registers: GuestRegisters::default(),
+            code_selector: 0,
+            data_selector: 0,
+            gdtr: None,
         };
         let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
-        info!(
-            "guest {}: created ({} MiB, kernel {}, entry {:#x})",
-            config.name, config.memory_mib, config.kernel, cpu.rip
-        );
-        Ok(Self {
+        let facts = MachineFacts {
+            tsc_khz: u32::try_from(tsc::khz()).unwrap_or(u32::MAX),
+            flags: native_flags(capabilities),
+            wall_clock_unix_secs: GUEST_WALL_CLOCK,
+        };
+        let monitor = Monitor::create(config, &ram, boot, &facts, test_hook)?;
+        let mut guest = Self {
             name: config.name.clone(),
             ram,
             vcpu,
@@ -132,7 +100,25 @@ impl Guest {
             deadline_tsc: None,
             console_line: Vec::new(),
             exits: 0,
-        })
+        };
+        let now_ns = guest.guest_now_ns();
+        let response = guest
+            .monitor
+            .exchange(&Event::Start { vcpu: 0, ram_bytes, now_ns })
+            .map_err(|failure| failure.to_string())?;
+        guest.apply(response);
+        if let GuestState::Ended { reason, .. } = &guest.state {
+            return Err(reason.clone());
+        }
+        info!(
+            "guest {}: created ({} MiB, kernel {}, entry {:#x}, monitor {} KiB)",
+            config.name,
+            config.memory_mib,
+            config.kernel,
+            vmcs::read(GuestNatural::Rip),
+            guest.monitor.memory_bytes() >> 10
+        );
+        Ok(guest)
     }
 
     fn end(&mut self, state: &'static str, reason: String) {
@@ -160,9 +146,17 @@ impl Guest {
             return;
         }
         self.exits += 1;
-        let event = monitor_channel::snapshot_exit(0, &self.vcpu.registers);
-        let response = self.monitor.handle_exit(&event);
-        self.apply(response);
+        let event = Event::Exit(monitor_channel::snapshot_exit(0, &self.vcpu.registers));
+        self.ask_monitor(&event);
+    }
+
+    /// Sends an event to the monitor and applies its answer; a monitor
+    /// that fails ends its guest.
+    fn ask_monitor(&mut self, event: &Event) {
+        match self.monitor.exchange(event) {
+            Ok(response) => self.apply(response),
+            Err(failure) => self.end("failed", failure.to_string()),
+        }
     }
 
     /// A halted guest's deadline passed.
@@ -171,9 +165,9 @@ impl Guest {
             self.end("failed", format!("{error}"));
             return;
         }
-        let response = self.monitor.handle_timer(0, self.guest_now_ns());
         self.state = GuestState::Runnable;
-        self.apply(response);
+        let event = Event::Timer { vcpu: 0, now_ns: self.guest_now_ns() };
+        self.ask_monitor(&event);
     }
 
     fn apply(&mut self, response: monitor_abi::Response) {
@@ -230,9 +224,23 @@ impl Guest {
     }
 
     pub fn ram_mib(&self) -> u64 {
-        use monitor::guest_memory::GuestMemory;
-        self.ram.size() >> 20
+        self.ram.host_range().len() >> 20
     }
+}
+
+/// What VMX lets this guest use, for its CPUID.
+fn native_flags(capabilities: &VmxCapabilities) -> u32 {
+    let mut native = 0;
+    if capabilities.ept_vpid.pages_1g() {
+        native |= flags::EPT_1GB_PAGES;
+    }
+    if capabilities.secondary.supports(SecondaryControls::RDTSCP.bits()) {
+        native |= flags::RDTSCP;
+    }
+    if capabilities.secondary.supports(SecondaryControls::INVPCID.bits()) {
+        native |= flags::INVPCID;
+    }
+    native
 }
 
 fn warn_or_info(state: &str, name: &str, reason: &str) {

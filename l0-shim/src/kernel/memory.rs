@@ -32,6 +32,8 @@ const MAX_RESERVED_RANGES: usize = 64;
 
 static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 static HEAP_VIRT: AtomicU64 = AtomicU64::new(0);
+/// The shim's own top-level page table.
+static SHIM_ROOT: AtomicU64 = AtomicU64::new(0);
 
 extern "C" {
     static __kernel_phys_start: u8;
@@ -153,6 +155,7 @@ pub fn init(info: &BootInformation, info_phys: u64) -> Result<BootInfo, MemoryIn
     // at the addresses they run at now (everything high-half), and the boot
     // information has been copied out of the loader's memory.
     unsafe { write_cr3(root.as_u64()) };
+    SHIM_ROOT.store(root.as_u64(), Ordering::Relaxed);
     *FRAMES.lock() = Some(frames);
     Ok(boot)
 }
@@ -205,6 +208,36 @@ pub fn is_stack_guard_page(address: u64) -> bool {
 pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
     let mut frames = FRAMES.lock();
     f(frames.as_mut().expect("the frame allocator exists once memory::init has run"))
+}
+
+/// The shim's own page tables (what CR3 holds outside the monitors).
+pub fn shim_root() -> PhysAddr {
+    PhysAddr::new(SHIM_ROOT.load(Ordering::Relaxed))
+}
+
+impl l0_shim::monitor_space::FrameContents for DirectMap {
+    fn write_bytes(&mut self, at: PhysAddr, bytes: &[u8]) {
+        write_bytes(at, bytes);
+    }
+
+    fn zero_frame(&mut self, frame: PhysAddr) {
+        zero_frame(frame);
+    }
+}
+
+/// Copies `bytes` to physical memory at `at`, which the caller owns.
+pub fn write_bytes(at: PhysAddr, bytes: &[u8]) {
+    // Safe because the caller owns the RAM (frames from the frame
+    // allocator), which the direct map covers.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_to_virt(at.as_u64()) as *mut u8, bytes.len()) };
+}
+
+/// Copies physical memory at `at`, which the caller owns, into `buffer`.
+pub fn read_bytes(at: PhysAddr, buffer: &mut [u8]) {
+    // Safe for the same reasons as `write_bytes`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(phys_to_virt(at.as_u64()) as *const u8, buffer.as_mut_ptr(), buffer.len())
+    };
 }
 
 /// Fills a frame owned by the caller with zeroes.

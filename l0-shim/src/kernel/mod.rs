@@ -8,6 +8,7 @@ pub mod guest_ram;
 pub mod guests;
 pub mod heap;
 pub mod memory;
+pub mod monitor;
 pub mod monitor_channel;
 pub mod msr_bitmap;
 pub mod percpu;

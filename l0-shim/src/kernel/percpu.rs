@@ -8,6 +8,7 @@
 
 use alloc::boxed::Box;
 use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use l0_shim::memory::PhysAddr;
 use spin::Once;
@@ -15,7 +16,8 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 use crate::arch::cpu::write_msr;
-use crate::arch::descriptors::{new_tss, Gdt, Idt};
+use crate::arch::descriptors::{ist, new_tss, Gdt, Idt, IST_TOP_RESERVED};
+use crate::arch::ring3::MonitorContext;
 
 const IA32_GS_BASE: u32 = 0xc000_0101;
 /// Must match IST_STACK_SIZE in boot.s.
@@ -67,6 +69,9 @@ pub struct PerCpu {
     pub tss: &'static TaskStateSegment,
     /// Set once this CPU is in VMX root operation.
     pub vmxon_region: Once<PhysAddr>,
+    /// The monitor running on this CPU in ring 3, if one is: where a trap
+    /// from ring 3 saves its registers.
+    running_monitor: AtomicPtr<MonitorContext>,
 }
 
 // Safe because a PerCpu is only mutated by its own CPU, before it is shared.
@@ -76,12 +81,39 @@ unsafe impl Sync for PerCpu {}
 pub fn init_boot_cpu(gdt: &'static Gdt) -> &'static PerCpu {
     let apic_id = crate::arch::cpu::cpuid(1, 0).ebx >> 24;
     let tss = BOOT_CPU_TSS.get().expect("the trap tables are installed first");
-    install(Box::new(PerCpu { this: core::ptr::null(), index: 0, apic_id, gdt, tss, vmxon_region: Once::new() }))
+    let per_cpu = install(Box::new(PerCpu {
+        this: core::ptr::null(),
+        index: 0,
+        apic_id,
+        gdt,
+        tss,
+        vmxon_region: Once::new(),
+        running_monitor: AtomicPtr::new(core::ptr::null_mut()),
+    }));
+    for slot in 0..ist::COUNT {
+        let (bottom, _) = boot_cpu_interrupt_stack(slot);
+        let word = bottom + INTERRUPT_STACK_SIZE - IST_TOP_RESERVED;
+        // Safe because the word lies in the reserved top of this CPU's
+        // interrupt stack, above any frame (see descriptors::new_tss), and
+        // only traps.s reads it.
+        unsafe { core::ptr::write_volatile(word as *mut u64, per_cpu as *const PerCpu as u64) };
+    }
+    per_cpu
 }
 
 impl PerCpu {
     pub fn tss_address(&self) -> u64 {
         self.tss as *const TaskStateSegment as u64
+    }
+
+    /// Publishes (or with null, withdraws) the context of the monitor
+    /// about to run on this CPU.
+    pub fn set_running_monitor(&self, context: *mut MonitorContext) {
+        self.running_monitor.store(context, Ordering::Relaxed);
+    }
+
+    pub fn running_monitor(&self) -> *mut MonitorContext {
+        self.running_monitor.load(Ordering::Relaxed)
     }
 }
 

@@ -9,6 +9,7 @@
 use core::fmt::Write;
 
 use crate::arch::cpu::{read_cr2, read_cr3};
+use crate::arch::local_apic;
 use crate::kernel::backtrace;
 use crate::kernel::console;
 use crate::kernel::memory;
@@ -45,11 +46,27 @@ pub struct TrapFrame {
 
 const PAGE_FAULT: u64 = 14;
 
+const SPURIOUS_VECTOR: u64 = 0xff;
+
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.cs & 3 == 3 {
+        // A monitor came back: by `int 0x80`, a fault or its budget timer.
+        crate::kernel::monitor::trap_from_ring3(frame);
+    }
     if frame.vector < 32 {
         report_exception(frame);
         power_off(Outcome::Failure);
+    }
+    match frame.vector {
+        // A budget timer that expired just as its monitor returned: it
+        // has nothing left to stop.
+        vector if vector == u64::from(local_apic::BUDGET_VECTOR) => {
+            local_apic::end_of_interrupt();
+            return;
+        }
+        SPURIOUS_VECTOR => return,
+        _ => {}
     }
     // No device interrupts are enabled yet: an external interrupt here
     // means a device or another CPU is misconfigured. Note it and go on.

@@ -7,7 +7,6 @@ use alloc::format;
 use alloc::string::String;
 
 use log::info;
-use monitor::guest_memory::GuestMemory;
 use vmx::exit::{ExitReason, ExitReasonField, IoDirection, IoInstruction};
 use vmx::vmcs::{GuestNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural};
 
@@ -28,7 +27,7 @@ const SMOKE_VPID: u16 = 1;
 pub fn run() -> Result<u32, String> {
     let capabilities = vmx_root::capabilities().ok_or("VMX is not enabled")?;
     let mut ram = GuestRam::new(4 << 20).map_err(|error| format!("{error}"))?;
-    ram.write(LOAD_ADDRESS, vmx_smoke_guest_code()).map_err(|error| format!("{error}"))?;
+    ram.write(LOAD_ADDRESS, vmx_smoke_guest_code())?;
     let start = FlatProtectedStart {
         rip: LOAD_ADDRESS,
         registers: GuestRegisters::default(),

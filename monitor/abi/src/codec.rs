@@ -73,6 +73,10 @@ impl<'a> Writer<'a> {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
 
+    pub(crate) fn raw(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
+    }
+
     /// A length-prefixed (u16) byte string.
     pub(crate) fn bytes(&mut self, value: &[u8]) {
         self.u16(value.len() as u16);
@@ -112,6 +116,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("eight bytes")))
+    }
+
+    pub(crate) fn raw(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(count)
     }
 
     pub(crate) fn bytes(&mut self, what: &'static str, limit: usize) -> Result<Vec<u8>, DecodeError> {

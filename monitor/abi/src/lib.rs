@@ -30,6 +30,8 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod address_space;
+pub mod boot_info;
 mod codec;
 mod message;
 
