@@ -268,33 +268,7 @@ impl L1VmxCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    /// The Skylake-class MSRs of the vmx crate's tests (revision 4, true
-    /// controls, EPT with 2 MiB and 1 GiB pages, VPID, VMCS shadowing).
-    pub(crate) fn skylake() -> VmxCapabilities {
-        let msrs = BTreeMap::from([
-            (0x480u32, 0x00da_0400_0000_0004u64),
-            (0x481, 0x0000_007f_0000_0016),
-            (0x482, 0xfff9_fffe_0401_e172),
-            (0x483, 0x01ff_ffff_0003_6dff),
-            (0x484, 0x0003_ffff_0000_11ff),
-            (0x485, 0x0000_0000_7004_c1e7),
-            (0x486, 0x0000_0000_8000_0021),
-            (0x487, 0x0000_0000_ffff_ffff),
-            (0x488, 0x0000_0000_0000_2000),
-            (0x489, 0x0000_0000_0037_27ff),
-            (0x48a, 0x0000_0000_0000_002e),
-            (0x48b, 0x005f_f7ff_0000_0000),
-            (0x48c, 0x0000_0f01_0673_4141),
-            (0x48d, 0x0000_007f_0000_0016),
-            (0x48e, 0xfff9_fffe_0400_6172),
-            (0x48f, 0x01ff_ffff_0003_6dfb),
-            (0x490, 0x0003_ffff_0000_11fb),
-            (0x491, 0x0000_0000_0000_0001),
-        ]);
-        VmxCapabilities::read(|index| msrs[&index])
-    }
+    use crate::nested::test_support::skylake;
 
     #[test]
     fn basic_names_our_revision_a_page_and_write_back() {

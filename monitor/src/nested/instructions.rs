@@ -739,3 +739,6 @@ impl NestedVmx {
         self.l2.take()
     }
 }
+
+#[cfg(test)]
+mod tests;
