@@ -41,14 +41,30 @@ pub struct BootOptions<'a> {
     /// first module whose name ends in `.cfg` is used.
     pub config_module: Option<&'a str>,
     pub self_test: Option<SelfTest>,
-    /// Tests only: the guest whose monitor faults on purpose, and how
-    /// (`monitor-fault=GUEST:page-fault|hang|panic`).
-    pub monitor_fault: Option<(&'a str, TestHook)>,
+    /// Tests only: guests whose monitors fault on purpose, and how
+    /// (`monitor-fault=GUEST:page-fault|hang|panic`, up to
+    /// [`MAX_MONITOR_FAULTS`] words).
+    pub monitor_faults: [Option<(&'a str, TestHook)>; MAX_MONITOR_FAULTS],
+}
+
+pub const MAX_MONITOR_FAULTS: usize = 4;
+
+impl BootOptions<'_> {
+    /// The test hook for the monitor of guest `name`.
+    pub fn monitor_fault(&self, name: &str) -> TestHook {
+        self.monitor_faults.iter().flatten().find(|(guest, _)| *guest == name).map_or(TestHook::None, |(_, hook)| *hook)
+    }
 }
 
 impl Default for BootOptions<'_> {
     fn default() -> Self {
-        Self { log_level: None, exit: ExitMethod::Halt, config_module: None, self_test: None, monitor_fault: None }
+        Self {
+            log_level: None,
+            exit: ExitMethod::Halt,
+            config_module: None,
+            self_test: None,
+            monitor_faults: [None; MAX_MONITOR_FAULTS],
+        }
     }
 }
 
@@ -105,10 +121,13 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
                 _ => bad_value("page-fault, panic, stack-overflow or vmx-smoke"),
             },
             "monitor-fault" => match value.split_once(':') {
-                Some((guest, kind)) if !guest.is_empty() => match TestHook::from_name(kind) {
-                    Some(hook) => options.monitor_fault = Some((guest, hook)),
-                    None => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
-                },
+                Some((guest, kind)) if !guest.is_empty() => {
+                    match (TestHook::from_name(kind), options.monitor_faults.iter_mut().find(|slot| slot.is_none())) {
+                        (Some(hook), Some(slot)) => *slot = Some((guest, hook)),
+                        (Some(_), None) => bad_value("at most 4 monitor-fault words"),
+                        (None, _) => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
+                    }
+                }
                 _ => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
             },
             _ => warn(OptionWarning::UnknownKey(key)),
@@ -158,9 +177,16 @@ mod tests {
         assert_eq!(options.exit, ExitMethod::Bochs);
         assert_eq!(options.config_module, Some("lab.cfg"));
         assert_eq!(options.self_test, Some(SelfTest::PageFault));
-        let (options, warnings) = parse_collecting("monitor-fault=web:hang");
+        let (options, warnings) = parse_collecting("monitor-fault=web:hang monitor-fault=db:page-fault");
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(options.monitor_fault, Some(("web", TestHook::HangOnExit)));
+        assert_eq!(options.monitor_fault("web"), TestHook::HangOnExit);
+        assert_eq!(options.monitor_fault("db"), TestHook::PageFaultOnExit);
+        assert_eq!(options.monitor_fault("other"), TestHook::None);
+        let (_, warnings) = parse_collecting(
+            "monitor-fault=a:hang monitor-fault=b:hang monitor-fault=c:hang monitor-fault=d:hang monitor-fault=e:hang",
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("at most 4"), "{warnings:?}");
     }
 
     #[test]

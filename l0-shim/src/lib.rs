@@ -14,3 +14,4 @@ pub mod layout;
 pub mod memory;
 pub mod monitor_image;
 pub mod monitor_space;
+pub mod text;

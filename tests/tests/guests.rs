@@ -27,9 +27,11 @@ fn the_l1_test_kernel_passes_every_platform_check() {
 
 #[test]
 fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
-    let image = ImageBuilder::scenario("isolation").unwrap_or_else(|e| panic!("{e}"));
+    let image = ImageBuilder::scenario("isolation")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .command_line("monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic");
     let mut machine = boot(image, Emulator::bochs());
-    for name in ["worker", "crasher", "wild", "hostile"] {
+    for name in ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky"] {
         machine.expect(&format!("guest {name}: created"));
     }
     // Four guests share the CPU: their consoles interleave, so each is
@@ -45,7 +47,7 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     has("further #GPs for MSR accesses are counted, not logged");
     // The summary, one line per guest, in configuration order.
     let summary: Vec<&str> = console.lines().filter(|line| line.starts_with("guest ")).collect();
-    assert_eq!(summary.len(), 4, "{summary:#?}");
+    assert_eq!(summary.len(), 7, "{summary:#?}");
     assert_eq!(summary[0], "guest worker: stopped (debug exit, status 1)");
     assert!(summary[1].starts_with("guest crasher: crashed (triple fault at RIP 0x"), "{}", summary[1]);
     assert!(
@@ -55,6 +57,21 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
         summary[2]
     );
     assert_eq!(summary[3], "guest hostile: stopped (debug exit, status 1)");
+    // Monitors that fail end their own guest, with the reason. The page
+    // fault is the test hook's read of 0x1000, below the monitor's image.
+    assert!(
+        summary[4].starts_with("guest tampered: failed (monitor fault: #PF (page fault) at RIP 0x")
+            && summary[4].ends_with(", address 0x1000, error code 0x4)"),
+        "{}",
+        summary[4]
+    );
+    assert_eq!(summary[5], "guest stuck: failed (monitor stopped answering (no response in 500 ms))");
+    assert!(
+        summary[6].starts_with("guest panicky: failed (monitor error: monitor panic at monitor/image/src/main.rs:")
+            && summary[6].ends_with(": test hook: panic on the first exit)"),
+        "{}",
+        summary[6]
+    );
 }
 
 #[test]

@@ -14,7 +14,6 @@ use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
 use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
-use monitor_abi::boot_info::TestHook;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -85,10 +84,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         for (index, config) in parsed.config.guests.iter().enumerate() {
             let created = match &vmx {
                 Ok(capabilities) => {
-                    let hook = match options.monitor_fault {
-                        Some((name, hook)) if name == config.name => hook,
-                        _ => TestHook::None,
-                    };
+                    let hook = options.monitor_fault(&config.name);
                     Guest::create(config, &boot, capabilities, index as u16 + 1, hook)
                 }
                 Err(error) => Err(format!("no VMX: {error}")),
@@ -104,6 +100,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         guests::run_all(&mut guests);
         for guest in &guests {
             info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
+            info!("guest {}: monitor switches: {}", guest.name, guest.monitor_switches());
             summaries.push(guests::summary(guest));
         }
         drop(guests);

@@ -12,6 +12,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use l0_shim::boot_info::BootInfo;
+use l0_shim::text::printable;
 use log::{info, warn};
 use matryoshka_config::GuestConfig;
 use monitor_abi::boot_info::{flags, TestHook};
@@ -34,6 +35,8 @@ const TIME_SLICE_TICKS: u64 = 500_000;
 /// The RTC time guests start with (2026-01-01T00:00:00Z): fixed, so runs
 /// are repeatable.
 const GUEST_WALL_CLOCK: u64 = 1_767_225_600;
+/// Longest console line mirrored at once; longer ones are split.
+const MAX_CONSOLE_LINE: usize = 512;
 
 /// Where a guest is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +185,7 @@ impl Guest {
         }
         self.mirror_console(&output.console);
         for (level, text) in output.logs {
+            let text = printable(&text);
             match level {
                 LOG_ERROR | LOG_WARN => warn!("guest {}: {text}", self.name),
                 LOG_INFO => info!("guest {}: {text}", self.name),
@@ -210,7 +214,14 @@ impl Guest {
             match byte {
                 b'\n' => self.flush_console(),
                 b'\r' => {}
-                _ => self.console_line.push(byte),
+                _ => {
+                    self.console_line.push(byte);
+                    // A guest that never ends its line must not fill the
+                    // shim's heap.
+                    if self.console_line.len() >= MAX_CONSOLE_LINE {
+                        self.flush_console();
+                    }
+                }
             }
         }
     }
@@ -218,9 +229,14 @@ impl Guest {
     fn flush_console(&mut self) {
         if !self.console_line.is_empty() {
             let line = String::from_utf8_lossy(&self.console_line);
+            let line = printable(&line);
             crate::println!("[{}] {line}", self.name);
             self.console_line.clear();
         }
+    }
+
+    pub fn monitor_switches(&self) -> crate::kernel::monitor::SwitchCost {
+        self.monitor.switches
     }
 
     pub fn ram_mib(&self) -> u64 {
@@ -252,6 +268,7 @@ fn warn_or_info(state: &str, name: &str, reason: &str) {
 }
 
 fn describe_stop(reason: StopReason, detail: String) -> (&'static str, String) {
+    let detail = printable(&detail).into_owned();
     let with_detail = |what: &str| if detail.is_empty() { what.to_string() } else { format!("{what}: {detail}") };
     match reason {
         StopReason::DebugExit { status } => ("stopped", format!("debug exit, status {status}")),

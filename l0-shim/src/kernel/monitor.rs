@@ -23,10 +23,10 @@ use l0_shim::monitor_space::{self, MonitorSpace, SpaceRequest};
 use matryoshka_config::GuestConfig;
 use monitor_abi::address_space::STACK_TOP;
 use monitor_abi::boot_info::{self as abi_boot, ModuleInfo, TestHook};
-use monitor_abi::{decode_response, encode_event, DecodeError, Event, Response, MESSAGE_PAGE_SIZE};
+use monitor_abi::{decode_response, encode_event, DecodeError, Event, Response, MESSAGE_PAGE_SIZE, TIMING_OFFSET};
 use spin::Once;
 
-use crate::arch::cpu::{read_cr2, write_cr3};
+use crate::arch::cpu::{rdtsc, read_cr2, write_cr3};
 use crate::arch::descriptors::MONITOR_RETURN_VECTOR;
 use crate::arch::local_apic;
 use crate::arch::ring3::{self, MonitorContext};
@@ -129,6 +129,36 @@ pub struct Monitor {
     sequence: u32,
     response: Vec<u8>,
     started: bool,
+    /// TSC just before entering the monitor and just after it returned.
+    last_run: (u64, u64),
+    pub switches: SwitchCost,
+}
+
+/// What the switches to and from this monitor cost, in TSC ticks, from
+/// the timing words it leaves in its message page.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SwitchCost {
+    pub exchanges: u64,
+    /// Shim about to enter → monitor running.
+    pub enter_ticks: u64,
+    /// Monitor answered → shim running again.
+    pub return_ticks: u64,
+    /// Monitor running (its own work).
+    pub monitor_ticks: u64,
+}
+
+impl fmt::Display for SwitchCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = |total: u64| total / self.exchanges.max(1);
+        write!(
+            f,
+            "{} exchanges; per exchange: enter {} ticks, monitor {} ticks, return {} ticks",
+            self.exchanges,
+            per(self.enter_ticks),
+            per(self.monitor_ticks),
+            per(self.return_ticks)
+        )
+    }
 }
 
 impl Monitor {
@@ -182,6 +212,8 @@ impl Monitor {
             sequence: 0,
             response: vec![0; MESSAGE_PAGE_SIZE],
             started: false,
+            last_run: (0, 0),
+            switches: SwitchCost::default(),
         })
     }
 
@@ -207,11 +239,28 @@ impl Monitor {
         }
         // A copy: the shim decodes bytes the monitor can no longer change.
         memory::read_bytes(self.space.message_page, &mut self.response);
+        self.count_switch();
         let (sequence, response) = decode_response(&self.response).map_err(MonitorFailure::Unreadable)?;
         if sequence != self.sequence {
             return Err(MonitorFailure::WrongSequence { expected: self.sequence, found: sequence });
         }
         Ok(response)
+    }
+
+    /// Adds this exchange's timing to the totals. The monitor wrote the
+    /// words, so they are only believed when they fall inside the run.
+    fn count_switch(&mut self) {
+        let word = |offset: usize| {
+            u64::from_le_bytes(self.response[offset..offset + 8].try_into().expect("eight bytes in the page"))
+        };
+        let (resumed, answered) = (word(TIMING_OFFSET), word(TIMING_OFFSET + 8));
+        let (entered, returned) = self.last_run;
+        if entered <= resumed && resumed <= answered && answered <= returned {
+            self.switches.exchanges += 1;
+            self.switches.enter_ticks += resumed - entered;
+            self.switches.monitor_ticks += answered - resumed;
+            self.switches.return_ticks += returned - answered;
+        }
     }
 
     fn run(&mut self, budget_ms: u64) -> Return {
@@ -222,7 +271,10 @@ impl Monitor {
         // code and stack running now stay mapped.
         unsafe { write_cr3(self.space.root.as_u64()) };
         local_apic::arm_budget(budget_ms.saturating_mul(tsc::khz()));
+        let entered = rdtsc();
         ring3::enter(&mut self.state.context);
+        let returned = rdtsc();
+        self.last_run = (entered, returned);
         local_apic::disarm_budget();
         // Safe for the same reason, back to the shim's own tables.
         unsafe { write_cr3(memory::shim_root().as_u64()) };

@@ -23,6 +23,11 @@
 //! wrong magic or version, an unknown kind or tag, a length that does not
 //! match, counts and strings over their limits, and trailing bytes: a
 //! monitor is untrusted, and so are the bytes it leaves in the page.
+//!
+//! The last [`TIMING_BYTES`] of the page are not part of any message: the
+//! monitor writes two TSC values there, when it resumed with the event and
+//! when it answered, so the shim can measure the switch itself (statistics
+//! only; nothing depends on them).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -47,7 +52,11 @@ pub const MAGIC: [u8; 4] = *b"MTRY";
 pub const HEADER_LEN: usize = 16;
 /// A message must fit the shared page.
 pub const MESSAGE_PAGE_SIZE: usize = 4096;
-pub const MAX_PAYLOAD: usize = MESSAGE_PAGE_SIZE - HEADER_LEN;
+pub const MAX_PAYLOAD: usize = MESSAGE_PAGE_SIZE - HEADER_LEN - TIMING_BYTES;
+/// The timing words at the end of the message page: u64 TSC when the
+/// monitor resumed, then u64 TSC when it answered.
+pub const TIMING_BYTES: usize = 16;
+pub const TIMING_OFFSET: usize = MESSAGE_PAGE_SIZE - TIMING_BYTES;
 /// Most actions one response may carry.
 pub const MAX_ACTIONS: usize = 64;
 /// Longest text (console bytes, log lines, stop details) one action carries.

@@ -18,14 +18,14 @@ extern crate bare_metal;
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 use core::panic::PanicInfo;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use linked_list_allocator::LockedHeap;
 use monitor_abi::address_space::{
     BOOT_INFO_BASE, BOOT_INFO_MAX_BYTES, GUEST_RAM_BASE, GUEST_RAM_LIMIT, HEAP_BASE, MESSAGE_PAGE,
 };
 use monitor_abi::boot_info::{BootInfo, ModuleInfo, TestHook};
-use monitor_abi::{Action, Response, StopReason, MESSAGE_PAGE_SIZE};
+use monitor_abi::{Action, Response, StopReason, MESSAGE_PAGE_SIZE, TIMING_OFFSET};
 use monitor_image::log_queue::LogQueue;
 use monitor_image::session::{self, Modules, Outcome, Session};
 use monitor_image::slice_memory::SliceMemory;
@@ -39,6 +39,11 @@ const BOOT_INFO_HEAP_BYTES: u64 = 16;
 static HEAP: LockedHeap = LockedHeap::empty();
 static LOGS: LogQueue = LogQueue::new();
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// The sequence number of the event being answered: a failure report
+/// answers it too.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+/// Offset of the sequence number in a message header (monitor_abi).
+const HEADER_SEQUENCE: usize = 12;
 
 global_asm!(
     r#"
@@ -77,10 +82,15 @@ extern "C" fn monitor_main() -> ! {
         // Safe because the message page is mapped read-write and the shim
         // does not touch it while the monitor runs.
         let page = unsafe { core::slice::from_raw_parts_mut(MESSAGE_PAGE as *mut u8, MESSAGE_PAGE_SIZE) };
-        match session.handle(page, &mut memory, &MappedModules, host_cpuid, &LOGS) {
+        let sequence = page[HEADER_SEQUENCE..HEADER_SEQUENCE + 4].try_into().map(u32::from_le_bytes).unwrap_or(0);
+        SEQUENCE.store(sequence, Ordering::Relaxed);
+        let resumed = rdtsc();
+        match session.handle(&page[..TIMING_OFFSET], &mut memory, &MappedModules, host_cpuid, &LOGS) {
             Outcome::Respond(bytes) => page[..bytes.len()].copy_from_slice(&bytes),
             Outcome::TestHook(hook) => provoke(hook),
         }
+        page[TIMING_OFFSET..TIMING_OFFSET + 8].copy_from_slice(&resumed.to_le_bytes());
+        page[TIMING_OFFSET + 8..].copy_from_slice(&rdtsc().to_le_bytes());
         return_to_shim();
     }
 }
@@ -116,6 +126,12 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [result.eax, result.ebx, result.ecx, result.edx]
 }
 
+fn rdtsc() -> u64 {
+    // Safe because RDTSC only reads the time-stamp counter (allowed in
+    // ring 3: the shim leaves CR4.TSD clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Hands the message page to the shim; returns with the next event in it.
 fn return_to_shim() {
     // Safe because the shim's gate 0x80 (DPL 3) saves every general
@@ -128,7 +144,7 @@ fn return_to_shim() {
 fn fail(detail: &str) -> ! {
     let response =
         Response { actions: alloc::vec![Action::Stop { reason: StopReason::MonitorError, detail: detail.into() }] };
-    let bytes = session::encode(0, response, &LOGS);
+    let bytes = session::encode(SEQUENCE.load(Ordering::Relaxed), response, &LOGS);
     // Safe because the message page is mapped read-write (see monitor_main).
     let page = unsafe { core::slice::from_raw_parts_mut(MESSAGE_PAGE as *mut u8, MESSAGE_PAGE_SIZE) };
     page[..bytes.len()].copy_from_slice(&bytes);
@@ -187,7 +203,13 @@ fn panic(info: &PanicInfo) -> ! {
         halt_forever();
     }
     let mut text = PanicText { bytes: [0; 512], length: 0 };
-    let _ = write!(text, "monitor panic: {info}");
+    // One line: the shim prints it in a guest's summary.
+    let _ = match info.location() {
+        Some(location) => {
+            write!(text, "monitor panic at {}:{}: {}", location.file(), location.line(), info.message())
+        }
+        None => write!(text, "monitor panic: {}", info.message()),
+    };
     let detail = core::str::from_utf8(&text.bytes[..text.length]).unwrap_or("monitor panic");
     fail(detail)
 }

@@ -108,7 +108,8 @@ impl Session {
                 if self.exits == 1 && self.boot.test_hook != TestHook::None {
                     return Err(self.boot.test_hook);
                 }
-                monitor.handle_exit(&exit)
+                // Guest memory: MMIO exits decode the instruction that caused them.
+                monitor.handle_exit_with_memory(&exit, memory)
             }
             (Event::Timer { vcpu, now_ns }, Some(monitor)) => monitor.handle_timer(vcpu, now_ns),
             (_, None) => stop(StopReason::MonitorError, "an event before the start event"),
