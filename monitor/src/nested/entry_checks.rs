@@ -619,3 +619,6 @@ pub fn read_msr_load_list(
     }
     Ok(loads)
 }
+
+#[cfg(test)]
+mod tests;

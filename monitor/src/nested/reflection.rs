@@ -558,3 +558,6 @@ fn store_guest_msrs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
