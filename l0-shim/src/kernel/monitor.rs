@@ -23,7 +23,10 @@ use l0_shim::monitor_space::{self, MonitorSpace, SpaceRequest};
 use matryoshka_config::GuestConfig;
 use monitor_abi::address_space::STACK_TOP;
 use monitor_abi::boot_info::{self as abi_boot, ModuleInfo, TestHook};
-use monitor_abi::{decode_response, encode_event, DecodeError, Event, Response, MESSAGE_PAGE_SIZE, TIMING_OFFSET};
+use monitor_abi::{
+    decode_response, encode_event, DecodeError, Event, Response, HEADER_LEN, MAX_PAYLOAD, MESSAGE_PAGE_SIZE,
+    TIMING_OFFSET,
+};
 use spin::Once;
 
 use crate::arch::cpu::{rdtsc, read_cr2, write_cr3};
@@ -143,8 +146,11 @@ pub struct SwitchCost {
     pub enter_ticks: u64,
     /// Monitor answered → shim running again.
     pub return_ticks: u64,
-    /// Monitor running (its own work).
-    pub monitor_ticks: u64,
+    /// The monitor's own work, by phase: decoding the event, deciding the
+    /// answer, encoding it.
+    pub decode_ticks: u64,
+    pub handle_ticks: u64,
+    pub encode_ticks: u64,
 }
 
 impl fmt::Display for SwitchCost {
@@ -152,10 +158,13 @@ impl fmt::Display for SwitchCost {
         let per = |total: u64| total / self.exchanges.max(1);
         write!(
             f,
-            "{} exchanges; per exchange: enter {} ticks, monitor {} ticks, return {} ticks",
+            "{} exchanges; per exchange: enter {} ticks, monitor {} (decode {}, handle {}, encode {}), return {}",
             self.exchanges,
             per(self.enter_ticks),
-            per(self.monitor_ticks),
+            per(self.decode_ticks + self.handle_ticks + self.encode_ticks),
+            per(self.decode_ticks),
+            per(self.handle_ticks),
+            per(self.encode_ticks),
             per(self.return_ticks)
         )
     }
@@ -238,9 +247,20 @@ impl Monitor {
             Return::OutOfBudget => return Err(MonitorFailure::Unresponsive { budget_ms }),
         }
         // A copy: the shim decodes bytes the monitor can no longer change.
-        memory::read_bytes(self.space.message_page, &mut self.response);
+        // Only the header, the declared payload and the timing words: a
+        // whole page would cost more than the rest of the exchange.
+        let page = self.space.message_page;
+        memory::read_bytes(page, &mut self.response[..HEADER_LEN]);
+        let declared = u32::from_le_bytes(self.response[8..12].try_into().expect("four bytes")) as usize;
+        let end = HEADER_LEN + declared.min(MAX_PAYLOAD);
+        memory::read_bytes(
+            page.checked_add(HEADER_LEN as u64).expect("in the page"),
+            &mut self.response[HEADER_LEN..end],
+        );
+        let timing = page.checked_add(TIMING_OFFSET as u64).expect("in the page");
+        memory::read_bytes(timing, &mut self.response[TIMING_OFFSET..]);
         self.count_switch();
-        let (sequence, response) = decode_response(&self.response).map_err(MonitorFailure::Unreadable)?;
+        let (sequence, response) = decode_response(&self.response[..end]).map_err(MonitorFailure::Unreadable)?;
         if sequence != self.sequence {
             return Err(MonitorFailure::WrongSequence { expected: self.sequence, found: sequence });
         }
@@ -253,13 +273,18 @@ impl Monitor {
         let word = |offset: usize| {
             u64::from_le_bytes(self.response[offset..offset + 8].try_into().expect("eight bytes in the page"))
         };
-        let (resumed, answered) = (word(TIMING_OFFSET), word(TIMING_OFFSET + 8));
+        let [resumed, decoded, handled, answered] = core::array::from_fn(|index| word(TIMING_OFFSET + 8 * index));
         let (entered, returned) = self.last_run;
-        if entered <= resumed && resumed <= answered && answered <= returned {
-            self.switches.exchanges += 1;
-            self.switches.enter_ticks += resumed - entered;
-            self.switches.monitor_ticks += answered - resumed;
-            self.switches.return_ticks += returned - answered;
+        let ordered =
+            [entered, resumed, decoded, handled, answered, returned].windows(2).all(|pair| pair[0] <= pair[1]);
+        if ordered {
+            let cost = &mut self.switches;
+            cost.exchanges += 1;
+            cost.enter_ticks += resumed - entered;
+            cost.decode_ticks += decoded - resumed;
+            cost.handle_ticks += handled - decoded;
+            cost.encode_ticks += answered - handled;
+            cost.return_ticks += returned - answered;
         }
     }
 

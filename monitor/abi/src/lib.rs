@@ -25,9 +25,10 @@
 //! monitor is untrusted, and so are the bytes it leaves in the page.
 //!
 //! The last [`TIMING_BYTES`] of the page are not part of any message: the
-//! monitor writes two TSC values there, when it resumed with the event and
-//! when it answered, so the shim can measure the switch itself (statistics
-//! only; nothing depends on them).
+//! monitor writes four TSC values there, when it resumed with the event,
+//! had decoded it, had decided its answer and had encoded it, so the shim
+//! can measure the switch and profile the monitor (statistics only;
+//! nothing depends on them).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -53,9 +54,9 @@ pub const HEADER_LEN: usize = 16;
 /// A message must fit the shared page.
 pub const MESSAGE_PAGE_SIZE: usize = 4096;
 pub const MAX_PAYLOAD: usize = MESSAGE_PAGE_SIZE - HEADER_LEN - TIMING_BYTES;
-/// The timing words at the end of the message page: u64 TSC when the
-/// monitor resumed, then u64 TSC when it answered.
-pub const TIMING_BYTES: usize = 16;
+/// The timing words at the end of the message page: u64 TSC values when
+/// the monitor resumed, decoded, handled and answered.
+pub const TIMING_BYTES: usize = 32;
 pub const TIMING_OFFSET: usize = MESSAGE_PAGE_SIZE - TIMING_BYTES;
 /// Most actions one response may carry.
 pub const MAX_ACTIONS: usize = 64;

@@ -27,7 +27,7 @@ use monitor_abi::address_space::{
 use monitor_abi::boot_info::{BootInfo, ModuleInfo, TestHook};
 use monitor_abi::{Action, Response, StopReason, MESSAGE_PAGE_SIZE, TIMING_OFFSET};
 use monitor_image::log_queue::LogQueue;
-use monitor_image::session::{self, Modules, Outcome, Session};
+use monitor_image::session::{self, Modules, Outcome, PhaseTimes, Session};
 use monitor_image::slice_memory::SliceMemory;
 
 /// The shim sized the heap; more than this is a corrupt boot page.
@@ -85,12 +85,16 @@ extern "C" fn monitor_main() -> ! {
         let sequence = page[HEADER_SEQUENCE..HEADER_SEQUENCE + 4].try_into().map(u32::from_le_bytes).unwrap_or(0);
         SEQUENCE.store(sequence, Ordering::Relaxed);
         let resumed = rdtsc();
-        match session.handle(&page[..TIMING_OFFSET], &mut memory, &MappedModules, host_cpuid, &LOGS) {
+        let mut times = PhaseTimes::default();
+        let message = &page[..TIMING_OFFSET];
+        match session.handle_timed(message, &mut memory, &MappedModules, host_cpuid, &LOGS, &mut times, rdtsc) {
             Outcome::Respond(bytes) => page[..bytes.len()].copy_from_slice(&bytes),
             Outcome::TestHook(hook) => provoke(hook),
         }
-        page[TIMING_OFFSET..TIMING_OFFSET + 8].copy_from_slice(&resumed.to_le_bytes());
-        page[TIMING_OFFSET + 8..].copy_from_slice(&rdtsc().to_le_bytes());
+        for (index, time) in [resumed, times.decoded, times.handled, rdtsc()].into_iter().enumerate() {
+            let at = TIMING_OFFSET + 8 * index;
+            page[at..at + 8].copy_from_slice(&time.to_le_bytes());
+        }
         return_to_shim();
     }
 }

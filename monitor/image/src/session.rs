@@ -45,6 +45,13 @@ pub enum Outcome {
     TestHook(TestHook),
 }
 
+/// When the phases of one answer ended (TSC), for the shim's profile.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PhaseTimes {
+    pub decoded: u64,
+    pub handled: u64,
+}
+
 pub struct Session {
     boot: BootInfo,
     config: GuestConfig,
@@ -81,8 +88,27 @@ impl Session {
         host_cpuid: impl Fn(u32, u32) -> [u32; 4],
         logs: &LogQueue,
     ) -> Outcome {
-        let (sequence, response) = match decode_event(message) {
-            Ok((sequence, event)) => match self.answer(event, memory, modules, host_cpuid) {
+        self.handle_timed(message, memory, modules, host_cpuid, logs, &mut PhaseTimes::default(), || 0)
+    }
+
+    /// As `handle`, noting when decoding and handling ended by `clock`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_timed(
+        &mut self,
+        message: &[u8],
+        memory: &mut impl GuestMemory,
+        modules: &impl Modules,
+        host_cpuid: impl Fn(u32, u32) -> [u32; 4],
+        logs: &LogQueue,
+        times: &mut PhaseTimes,
+        clock: impl Fn() -> u64,
+    ) -> Outcome {
+        let decoded = decode_event(message);
+        times.decoded = clock();
+        let answered = decoded.map(|(sequence, event)| (sequence, self.answer(event, memory, modules, host_cpuid)));
+        times.handled = clock();
+        let (sequence, response) = match answered {
+            Ok((sequence, answer)) => match answer {
                 Ok(response) => (sequence, response),
                 Err(hook) => return Outcome::TestHook(hook),
             },
