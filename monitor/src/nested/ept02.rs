@@ -450,3 +450,6 @@ pub fn translate_ept02(tables: &impl ShadowTables, eptp02: u64, l2_gpa: u64) -> 
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
