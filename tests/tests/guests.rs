@@ -80,6 +80,9 @@ fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
     let mut machine = boot(image, Emulator::bochs());
     machine.expect("guest linux: created");
     machine.expect("[linux] [    0.000000] Linux version 6.1");
+    // Interrupts go through the emulated IOAPIC and local APIC.
+    machine.expect("IOAPIC[0]: apic_id 0, version 17, address 0xfec00000, GSI 0-23");
+    machine.expect("APIC: Switch to symmetric I/O mode setup");
     machine.expect("[linux] matryoshka-guest: init started");
     machine.expect("[linux] matryoshka-guest: run begin");
     machine.expect("[linux] Linux (none) 6.1");
