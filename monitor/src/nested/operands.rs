@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn instruction_info_decodes_table_28_14() {
         // vmptrld [rax + rbx*8 + disp], 64-bit address, DS.
-        let info = InstructionInfo(3 | 2 << 7 | 3 << 15 | 3 << 18 | 0 << 23);
+        let info = InstructionInfo(3 | 2 << 7 | 3 << 15 | 3 << 18);
         assert_eq!(info.scaling(), 3);
         assert_eq!(info.address_bytes(), 8);
         assert_eq!(info.segment(), 3);
