@@ -324,6 +324,10 @@ impl GuestMonitor {
             response.actions.push(Action::Stop { reason: StopReason::PowerOff, detail: "ACPI S5".into() });
             return response;
         }
+        if let Some(how) = self.platform.reset_requested() {
+            response.actions.push(Action::Stop { reason: StopReason::Reboot, detail: how.into() });
+            return response;
+        }
         if !reinjected && !injects(&response) {
             self.deliver_interrupt(vcpu, &exit.guest, reason, &mut response);
         }

@@ -31,7 +31,7 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
         .unwrap_or_else(|e| panic!("{e}"))
         .command_line("monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic");
     let mut machine = boot(image, Emulator::bochs());
-    for name in ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky"] {
+    for name in ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky", "rebooter"] {
         machine.expect(&format!("guest {name}: created"));
     }
     // Four guests share the CPU: their consoles interleave, so each is
@@ -47,7 +47,7 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     has("further #GPs for MSR accesses are counted, not logged");
     // The summary, one line per guest, in configuration order.
     let summary: Vec<&str> = console.lines().filter(|line| line.starts_with("guest ")).collect();
-    assert_eq!(summary.len(), 7, "{summary:#?}");
+    assert_eq!(summary.len(), 8, "{summary:#?}");
     assert_eq!(summary[0], "guest worker: stopped (debug exit, status 1)");
     assert!(summary[1].starts_with("guest crasher: crashed (triple fault at RIP 0x"), "{}", summary[1]);
     assert!(
@@ -71,6 +71,12 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
             && summary[6].ends_with(": test hook: panic on the first exit)"),
         "{}",
         summary[6]
+    );
+    // A reboot restarts the guest from its configuration, until it loops.
+    assert_eq!(console.matches("guest rebooter: restarted (reboot: keyboard controller reset)").count(), 3);
+    assert_eq!(
+        summary[7],
+        "guest rebooter: failed (3 restarts within 60 s, the last after: reboot: keyboard controller reset)"
     );
 }
 

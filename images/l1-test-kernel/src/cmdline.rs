@@ -53,10 +53,13 @@ pub enum Crash {
     /// UD2 with no fault handler armed: shows the unexpected-exception
     /// report (and exit code 2) on any platform.
     InvalidOpcode,
+    /// The keyboard controller's reset command (0xfe to port 0x64).
+    Reboot,
 }
 
 impl Crash {
-    const ALL: [Crash; 4] = [Crash::TripleFault, Crash::WildMmio, Crash::UnknownMsr, Crash::InvalidOpcode];
+    const ALL: [Crash; 5] =
+        [Crash::TripleFault, Crash::WildMmio, Crash::UnknownMsr, Crash::InvalidOpcode, Crash::Reboot];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,6 +67,7 @@ impl Crash {
             Crash::WildMmio => "wild-mmio",
             Crash::UnknownMsr => "unknown-msr",
             Crash::InvalidOpcode => "invalid-opcode",
+            Crash::Reboot => "reboot",
         }
     }
 
@@ -257,7 +261,7 @@ impl<'a> Options<'a> {
                 }
                 "crash" => Crash::from_name(value)
                     .map(|crash| options.crash = Some(crash))
-                    .ok_or(bad("triple-fault, wild-mmio, unknown-msr or invalid-opcode")),
+                    .ok_or(bad("triple-fault, wild-mmio, unknown-msr, invalid-opcode or reboot")),
                 "work" => parse_number(value).map(|n| options.work = n).ok_or(bad("a number")),
                 "bench" => parse_number(value).map(|n| options.bench = n).ok_or(bad("a number")),
                 "expect-vmx" => parse_flag(value).map(|v| options.expect.vmx = Some(v)).ok_or(bad("0 or 1")),

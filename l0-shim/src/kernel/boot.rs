@@ -97,13 +97,9 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
                 }
             }
         }
-        guests::run_all(&mut guests);
-        for guest in &guests {
-            info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
-            info!("guest {}: monitor switches: {}", guest.name, guest.monitor_switches());
-            summaries.push(guests::summary(guest));
+        if let Ok(capabilities) = &vmx {
+            summaries.extend(guests::run_all(guests, &boot, capabilities));
         }
-        drop(guests);
         for guest in &parsed.rejected_guests {
             let name = guest.name.as_deref().unwrap_or("(unnamed)");
             summaries.push(format!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line));

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use l0_shim::boot_info::BootInfo;
 use l0_shim::text::printable;
 use log::{info, warn};
-use matryoshka_config::GuestConfig;
+use matryoshka_config::{GuestConfig, LifecycleAction};
 use monitor_abi::boot_info::{flags, TestHook};
 use monitor_abi::{Event, StopReason, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
 use vmx::capabilities::VmxCapabilities;
@@ -51,10 +51,20 @@ pub enum GuestState {
         state: &'static str,
         reason: String,
     },
+    /// Ended, and to be started again from its configuration (its
+    /// `on_reboot`, `on_poweroff` or `on_crash` says `restart`).
+    Restarting {
+        reason: String,
+    },
 }
 
 pub struct Guest {
     pub name: String,
+    config: GuestConfig,
+    vpid: u16,
+    test_hook: TestHook,
+    /// TSC of this guest's recent restarts, to catch a reboot loop.
+    restarts: Vec<u64>,
     ram: GuestRam,
     vcpu: Vcpu,
     monitor: Monitor,
@@ -96,6 +106,10 @@ impl Guest {
         let monitor = Monitor::create(config, &ram, boot, &facts, test_hook)?;
         let mut guest = Self {
             name: config.name.clone(),
+            config: config.clone(),
+            vpid,
+            test_hook,
+            restarts: Vec::new(),
             ram,
             vcpu,
             monitor,
@@ -201,8 +215,21 @@ impl Guest {
                 self.state = GuestState::Halted { wake_at_tsc };
             }
             Next::Stop { reason, detail } => {
+                let action = match reason {
+                    StopReason::PowerOff => self.config.on_poweroff,
+                    StopReason::Reboot => self.config.on_reboot,
+                    StopReason::TripleFault | StopReason::GuestError => self.config.on_crash,
+                    // A test's verdict, or a monitor that failed: never again.
+                    StopReason::DebugExit { .. } | StopReason::MonitorError => LifecycleAction::Destroy,
+                };
                 let (state, reason) = describe_stop(reason, detail);
-                self.end(state, reason);
+                if action == LifecycleAction::Restart {
+                    self.flush_console();
+                    info!("guest {}: {state} ({reason}); restarting, as configured", self.name);
+                    self.state = GuestState::Restarting { reason };
+                } else {
+                    self.end(state, reason);
+                }
             }
         }
     }
@@ -233,10 +260,6 @@ impl Guest {
             crate::println!("[{}] {line}", self.name);
             self.console_line.clear();
         }
-    }
-
-    pub fn monitor_switches(&self) -> crate::kernel::monitor::SwitchCost {
-        self.monitor.switches
     }
 
     pub fn ram_mib(&self) -> u64 {
@@ -273,7 +296,7 @@ fn describe_stop(reason: StopReason, detail: String) -> (&'static str, String) {
     match reason {
         StopReason::DebugExit { status } => ("stopped", format!("debug exit, status {status}")),
         StopReason::PowerOff => ("stopped", with_detail("powered off")),
-        StopReason::Reboot => ("stopped", with_detail("reboot requested; restart is not supported yet")),
+        StopReason::Reboot => ("stopped", with_detail("reboot")),
         StopReason::TripleFault if detail.is_empty() => ("crashed", "triple fault".into()),
         StopReason::TripleFault => ("crashed", detail),
         StopReason::GuestError => ("crashed", detail),
@@ -289,10 +312,15 @@ fn ticks_from_ns(ns: u64) -> u64 {
     (u128::from(ns) * u128::from(tsc::khz()) / 1_000_000) as u64
 }
 
-/// Runs every guest until all have ended. A guest that is halted waits for
-/// its deadline; when every live guest is halted, the CPU waits (spins on
-/// the TSC: the shim takes no interrupts yet) for the earliest deadline.
-pub fn run_all(guests: &mut [Guest]) {
+/// Runs every guest until all have ended, then returns each one's summary
+/// line, in configuration order. A guest that is halted waits for its
+/// deadline; when every live guest is halted, the CPU waits (spins on the
+/// TSC: the shim takes no interrupts yet) for the earliest deadline. A guest
+/// whose configuration says `restart` for how it ended is created again in
+/// its place.
+pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabilities) -> Vec<String> {
+    // Guests whose restart failed: their place holds the reason instead.
+    let mut gone: Vec<Option<String>> = guests.iter().map(|_| None).collect();
     // The guest whose directly-accessed MSRs the CPU holds.
     let mut msr_owner: Option<usize> = None;
     loop {
@@ -301,10 +329,20 @@ pub fn run_all(guests: &mut [Guest]) {
         for index in 0..guests.len() {
             match guests[index].state.clone() {
                 GuestState::Ended { .. } => continue,
+                GuestState::Restarting { reason } => {
+                    if msr_owner == Some(index) {
+                        // Its MSRs die with it; nobody else's are lost.
+                        msr_owner = None;
+                    }
+                    match restart(&mut guests[index], reason, boot, capabilities) {
+                        Ok(()) => live = true,
+                        Err(summary) => gone[index] = Some(summary),
+                    }
+                }
                 GuestState::Runnable => {
                     live = true;
                     if msr_owner != Some(index) {
-                        switch_msrs(guests, msr_owner, index);
+                        switch_msrs(&mut guests, msr_owner, index);
                         msr_owner = Some(index);
                     }
                     guests[index].run_turn();
@@ -325,13 +363,60 @@ pub fn run_all(guests: &mut [Guest]) {
             }
         }
         if !live {
-            return;
+            break;
         }
         let any_runnable = guests.iter().any(|guest| guest.state == GuestState::Runnable);
         if let (false, Some(wake)) = (any_runnable, earliest_wake) {
             while rdtsc() < wake {
                 core::hint::spin_loop();
             }
+        }
+    }
+    guests
+        .iter()
+        .zip(gone)
+        .map(|(guest, gone)| {
+            info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
+            info!("guest {}: monitor switches: {}", guest.name, guest.monitor.switches);
+            gone.unwrap_or_else(|| summary(guest))
+        })
+        .collect()
+}
+
+/// A guest that restarts this often within [`RESTART_WINDOW_MS`] is in a
+/// restart loop and is stopped.
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW_MS: u64 = 60_000;
+
+/// Replaces `guest` by a fresh one from its configuration. On failure the
+/// guest stays ended and the error is its summary line.
+fn restart(guest: &mut Guest, reason: String, boot: &BootInfo, capabilities: &VmxCapabilities) -> Result<(), String> {
+    let window_start = rdtsc().saturating_sub(RESTART_WINDOW_MS.saturating_mul(tsc::khz()));
+    let mut restarts: Vec<u64> = guest.restarts.iter().copied().filter(|&at| at >= window_start).collect();
+    if restarts.len() >= MAX_RESTARTS {
+        let why =
+            format!("{} restarts within {} s, the last after: {reason}", restarts.len(), RESTART_WINDOW_MS / 1000);
+        guest.end("failed", why);
+        return Ok(());
+    }
+    // The new guest is built before the old one goes (a Guest owns its
+    // memory for as long as it exists), so a restart needs the guest's
+    // memory twice for a moment.
+    let (config, vpid, test_hook) = (guest.config.clone(), guest.vpid, guest.test_hook);
+    match Guest::create(&config, boot, capabilities, vpid, test_hook) {
+        Ok(mut fresh) => {
+            restarts.push(rdtsc());
+            fresh.restarts = restarts;
+            fresh.exits += guest.exits;
+            info!("guest {}: restarted ({reason})", fresh.name);
+            *guest = fresh;
+            Ok(())
+        }
+        Err(error) => {
+            let line = format!("guest {}: failed (restart after {reason} failed: {error})", config.name);
+            warn!("{line}");
+            guest.state = GuestState::Ended { state: "failed", reason: format!("restart failed: {error}") };
+            Err(line)
         }
     }
 }

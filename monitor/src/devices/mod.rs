@@ -29,6 +29,7 @@ pub mod pic8259;
 pub mod pit8254;
 pub mod platform;
 pub mod rtc_cmos;
+pub mod system_reset;
 pub mod uart16550;
 
 #[cfg(test)]

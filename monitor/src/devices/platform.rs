@@ -42,6 +42,7 @@ use super::local_apic::{
 use super::pic8259::Pic8259Pair;
 use super::pit8254::{Pit8254, PIT_IRQ};
 use super::rtc_cmos::{RtcCmos, RTC_IRQ};
+use super::system_reset::SystemReset;
 use super::uart16550::{Uart16550, COM1_BASE, COM1_IRQ};
 use super::{all_ones, DeviceMetrics, PortDevice};
 
@@ -92,6 +93,7 @@ pub struct LegacyPlatform {
     com1: Uart16550,
     debug_exit: DebugExit,
     acpi_pm: AcpiPm,
+    system_reset: SystemReset,
     ioapic: IoApic,
     apics: Vec<LocalApic>,
     /// Messages on their way from the IOAPIC and the APICs, reused.
@@ -112,6 +114,7 @@ impl LegacyPlatform {
             com1: Uart16550::new(COM1_BASE, config.console_capacity, config.console_input_capacity),
             debug_exit: DebugExit::new(),
             acpi_pm: AcpiPm::new(),
+            system_reset: SystemReset::new(),
             ioapic: IoApic::with_id(crate::loader::acpi::IOAPIC_ID),
             apics,
             messages: Vec::new(),
@@ -281,6 +284,11 @@ impl LegacyPlatform {
         self.debug_exit.exit_status()
     }
 
+    /// How the guest asked to be reset, once it has.
+    pub fn reset_requested(&self) -> Option<&'static str> {
+        self.system_reset.reset_requested()
+    }
+
     /// Whether the guest entered ACPI S5 (powered off).
     pub fn powered_off(&self) -> bool {
         self.acpi_pm.powered_off()
@@ -298,7 +306,7 @@ impl LegacyPlatform {
 
     /// Every device's counters by name, the bus's own first; the local
     /// APICs' summed.
-    pub fn device_metrics(&self) -> [(&'static str, DeviceMetrics); 9] {
+    pub fn device_metrics(&self) -> [(&'static str, DeviceMetrics); 10] {
         let apics = self.apics.iter().map(LocalApic::metrics).fold(DeviceMetrics::default(), |sum, m| DeviceMetrics {
             reads: sum.reads + m.reads,
             writes: sum.writes + m.writes,
@@ -321,6 +329,7 @@ impl LegacyPlatform {
             ("com1", *self.com1.metrics()),
             ("debug-exit", *self.debug_exit.metrics()),
             ("acpi-pm", *self.acpi_pm.metrics()),
+            ("system-reset", *self.system_reset.metrics()),
             ("ioapic", *self.ioapic.metrics()),
             ("lapic", apics),
         ]
@@ -360,8 +369,15 @@ impl LegacyPlatform {
     }
 
     fn device_for(&mut self, port: u16) -> Option<&mut dyn PortDevice> {
-        let devices: [&mut dyn PortDevice; 6] =
-            [&mut self.pic, &mut self.pit, &mut self.rtc, &mut self.com1, &mut self.debug_exit, &mut self.acpi_pm];
+        let devices: [&mut dyn PortDevice; 7] = [
+            &mut self.pic,
+            &mut self.pit,
+            &mut self.rtc,
+            &mut self.com1,
+            &mut self.debug_exit,
+            &mut self.acpi_pm,
+            &mut self.system_reset,
+        ];
         devices.into_iter().find(|device| device.decodes(port))
     }
 
@@ -504,7 +520,10 @@ mod tests {
         assert_eq!(platform.metrics().unclaimed_reads, 3);
         assert_eq!(platform.metrics().reads, 4);
         let names = platform.device_metrics().map(|(name, _)| name);
-        assert_eq!(names, ["bus", "pic", "pit", "rtc", "com1", "debug-exit", "acpi-pm", "ioapic", "lapic"]);
+        assert_eq!(
+            names,
+            ["bus", "pic", "pit", "rtc", "com1", "debug-exit", "acpi-pm", "system-reset", "ioapic", "lapic"]
+        );
         assert_eq!(platform.device_metrics()[4].1.reads, 1);
     }
 
