@@ -7,9 +7,17 @@ use alloc::vec::Vec;
 
 use matryoshka_config::{ConfigError, Parsed, RejectedGuest};
 
-/// Rejects every guest whose `kernel` or `ramdisk` names no loaded module,
-/// with an error naming the key and listing the modules there are.
+/// The boot module holding the monitor image.
+pub const MONITOR_MODULE: &str = "matryoshka-monitor";
+
+/// Rejects every guest whose `kernel` or `ramdisk` names no module a guest
+/// may use, with an error naming the key and listing the ones it may. The
+/// configuration file itself (it holds every tenant's token) and the
+/// monitor image are never a guest's: whatever a guest names is mapped
+/// into its monitor, which the guest may have taken over.
 pub fn check_modules(parsed: &mut Parsed, file: &str, loaded: &[&str]) {
+    let usable: Vec<&str> = loaded.iter().copied().filter(|name| *name != file && *name != MONITOR_MODULE).collect();
+    let loaded = &usable[..];
     let available = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
     let mut kept = Vec::with_capacity(parsed.config.guests.len());
     for guest in core::mem::take(&mut parsed.config.guests) {
@@ -32,7 +40,10 @@ pub fn check_modules(parsed: &mut Parsed, file: &str, loaded: &[&str]) {
                 file: file.to_string(),
                 line,
                 key: Some(key.to_string()),
-                message: format!("guest '{}': no boot module named '{name}' (loaded modules: {available})", guest.name),
+                message: format!(
+                    "guest '{}': no boot module named '{name}' (modules a guest may use: {available})",
+                    guest.name
+                ),
             });
         }
         parsed.rejected_guests.push(RejectedGuest { name: Some(guest.name), line: guest.line });
@@ -79,7 +90,7 @@ kernel = \"vmlinuz\"
         assert_eq!(parsed.errors.len(), 1);
         let message = parsed.errors[0].to_string();
         assert!(message.starts_with("lab.cfg:6: key 'ramdisk'"), "{message}");
-        assert!(message.contains("no boot module named 'initrd' (loaded modules: lab.cfg, vmlinuz)"), "{message}");
+        assert!(message.contains("no boot module named 'initrd' (modules a guest may use: vmlinuz)"), "{message}");
     }
 
     #[test]
@@ -89,6 +100,18 @@ kernel = \"vmlinuz\"
         assert!(parsed.config.guests.is_empty());
         assert_eq!(parsed.rejected_guests.len(), 2);
         assert_eq!(parsed.errors.len(), 3);
-        assert!(parsed.errors.iter().all(|error| error.message.contains("(loaded modules: none)")));
+        assert!(parsed.errors.iter().all(|error| error.message.contains("(modules a guest may use: none)")));
+    }
+
+    #[test]
+    fn neither_the_configuration_nor_the_monitor_image_can_be_a_guests_module() {
+        let text = "[guest]\nname = \"thief\"\nmemory = 16\nkernel = \"vmlinuz\"\nramdisk = \"lab.cfg\"\n\
+                    [guest]\nname = \"forger\"\nmemory = 16\nkernel = \"matryoshka-monitor\"\n";
+        let mut parsed = matryoshka_config::parse("lab.cfg", text);
+        check_modules(&mut parsed, "lab.cfg", &["matryoshka-monitor", "lab.cfg", "vmlinuz"]);
+        assert!(parsed.config.guests.is_empty());
+        assert_eq!(parsed.errors.len(), 2);
+        assert!(parsed.errors[0].message.contains("no boot module named 'lab.cfg' (modules a guest may use: vmlinuz)"));
+        assert!(parsed.errors[1].message.contains("no boot module named 'matryoshka-monitor'"));
     }
 }

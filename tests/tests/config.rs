@@ -36,7 +36,7 @@ fn config_errors_name_file_line_and_key_and_only_bad_guests_are_rejected() {
     machine.expect("lab.cfg:2: key 'log_level'");
     machine.expect("lab.cfg:11: key 'memory'");
     machine.expect("lab.cfg:13: key 'cpuid'");
-    machine.expect("lab.cfg:18: key 'kernel': guest 'orphan': no boot module named 'not-loaded' (loaded modules: lab.cfg, vmlinuz)");
+    machine.expect("lab.cfg:18: key 'kernel': guest 'orphan': no boot module named 'not-loaded' (modules a guest may use: vmlinuz)");
     machine.expect("boot configuration lab.cfg: 1 guest(s) valid, 2 rejected");
     // QEMU's TCG CPU has no VMX: reported, and the guests are not started.
     machine.expect("this CPU lacks VMX");

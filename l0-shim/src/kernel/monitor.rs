@@ -16,6 +16,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use l0_shim::boot_config::MONITOR_MODULE;
 use l0_shim::boot_info::BootInfo;
 use l0_shim::memory::{PhysRange, FRAME_SIZE};
 use l0_shim::monitor_image::{self, MonitorImage};
@@ -39,8 +40,6 @@ use crate::kernel::percpu;
 use crate::kernel::traps::TrapFrame;
 use crate::kernel::tsc;
 
-/// The boot module holding the monitor image.
-pub const MONITOR_MODULE: &str = "matryoshka-monitor";
 const HEAP_BYTES: u64 = 4 << 20;
 /// How long a monitor may take to start (it loads the kernel) and to
 /// answer one event, in milliseconds of TSC time.
