@@ -741,13 +741,7 @@ fn stop(reason: StopReason, detail: String) -> Response {
 }
 
 fn log(level: u8, mut text: String) -> Action {
-    if text.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    monitor_abi::fit_text(&mut text);
     Action::Log { level, text }
 }
 

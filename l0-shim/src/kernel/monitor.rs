@@ -73,23 +73,37 @@ pub struct MachineFacts {
     pub wall_clock_unix_secs: u64,
 }
 
+/// An exception a monitor took in ring 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonitorFault {
+    pub vector: u8,
+    pub error_code: u64,
+    pub rip: u64,
+    /// CR2, for a page fault.
+    pub address: Option<u64>,
+}
+
 /// Why a monitor's answer never came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MonitorFailure {
-    /// An exception in ring 3.
-    Fault { vector: u8, error_code: u64, rip: u64, address: Option<u64> },
+    Fault(MonitorFault),
     /// The budget timer fired first.
-    Unresponsive { budget_ms: u64 },
+    Unresponsive {
+        budget_ms: u64,
+    },
     /// It answered with bytes that are not a response.
     Unreadable(DecodeError),
     /// It answered another event than the one asked.
-    WrongSequence { expected: u32, found: u32 },
+    WrongSequence {
+        expected: u32,
+        found: u32,
+    },
 }
 
 impl fmt::Display for MonitorFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Fault { vector, error_code, rip, address } => {
+            Self::Fault(MonitorFault { vector, error_code, rip, address }) => {
                 let mnemonic = bare_metal::exceptions::mnemonic(*vector);
                 write!(f, "monitor fault: {mnemonic} ({}) at RIP {rip:#x}", bare_metal::exceptions::name(*vector))?;
                 if let Some(address) = address {
@@ -113,7 +127,7 @@ impl fmt::Display for MonitorFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Return {
     Answered,
-    Fault { vector: u8, error_code: u64, rip: u64, address: Option<u64> },
+    Fault(MonitorFault),
     OutOfBudget,
 }
 
@@ -240,9 +254,7 @@ impl Monitor {
         self.started = true;
         match self.run(budget_ms) {
             Return::Answered => {}
-            Return::Fault { vector, error_code, rip, address } => {
-                return Err(MonitorFailure::Fault { vector, error_code, rip, address })
-            }
+            Return::Fault(fault) => return Err(MonitorFailure::Fault(fault)),
             Return::OutOfBudget => return Err(MonitorFailure::Unresponsive { budget_ms }),
         }
         // A copy: the shim decodes bytes the monitor can no longer change.
@@ -361,12 +373,12 @@ pub fn trap_from_ring3(frame: &TrapFrame) -> ! {
             local_apic::end_of_interrupt();
             Return::OutOfBudget
         }
-        _ => Return::Fault {
+        _ => Return::Fault(MonitorFault {
             vector,
             error_code: frame.error_code,
             rip: frame.rip,
             address: (vector == PAGE_FAULT).then(read_cr2),
-        },
+        }),
     };
     // Safe because the trap came from ring 3, so the monitor's `run` (and
     // its ring3::enter frame) is live on the shim's stack, and `context`

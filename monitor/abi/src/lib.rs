@@ -62,3 +62,15 @@ pub const TIMING_OFFSET: usize = MESSAGE_PAGE_SIZE - TIMING_BYTES;
 pub const MAX_ACTIONS: usize = 64;
 /// Longest text (console bytes, log lines, stop details) one action carries.
 pub const MAX_TEXT: usize = 1024;
+
+/// Cuts `text` to at most [`MAX_TEXT`] bytes, at a character boundary, so
+/// that it fits a text action.
+pub fn fit_text(text: &mut alloc::string::String) {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

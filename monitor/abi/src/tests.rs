@@ -234,3 +234,17 @@ proptest! {
         let _ = decode_response(&bytes);
     }
 }
+
+#[test]
+fn fit_text_cuts_long_text_at_a_character_boundary() {
+    use alloc::string::String;
+    let mut short = String::from("short");
+    crate::fit_text(&mut short);
+    assert_eq!(short, "short");
+    let mut long = "é".repeat(crate::MAX_TEXT);
+    crate::fit_text(&mut long);
+    assert_eq!(long.len(), crate::MAX_TEXT);
+    let mut odd = alloc::format!("x{}", "é".repeat(crate::MAX_TEXT));
+    crate::fit_text(&mut odd);
+    assert_eq!(odd.len(), crate::MAX_TEXT - 1);
+}

@@ -8,4 +8,3 @@ extern crate alloc;
 
 pub mod log_queue;
 pub mod session;
-pub mod slice_memory;

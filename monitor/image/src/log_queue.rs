@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use monitor_abi::{Action, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE, LOG_WARN, MAX_TEXT};
+use monitor_abi::{Action, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE, LOG_WARN};
 use spin::Mutex;
 
 /// Lines kept between two responses; a monitor that logs more loses the
@@ -35,13 +35,7 @@ impl LogQueue {
     }
 
     pub fn push(&self, level: u8, mut text: String) {
-        if text.len() > MAX_TEXT {
-            let mut end = MAX_TEXT;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
+        monitor_abi::fit_text(&mut text);
         let mut queue = self.lines.lock();
         if queue.lines.len() == CAPACITY {
             queue.lines.pop_front();
@@ -95,6 +89,7 @@ impl log::Log for LogQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monitor_abi::MAX_TEXT;
 
     #[test]
     fn lines_leave_in_order_and_overflow_is_reported() {

@@ -21,6 +21,7 @@ use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use linked_list_allocator::LockedHeap;
+use monitor::guest_memory::SliceMemory;
 use monitor_abi::address_space::{
     BOOT_INFO_BASE, BOOT_INFO_MAX_BYTES, GUEST_RAM_BASE, GUEST_RAM_LIMIT, HEAP_BASE, MESSAGE_PAGE,
 };
@@ -28,7 +29,6 @@ use monitor_abi::boot_info::{BootInfo, ModuleInfo, TestHook};
 use monitor_abi::{Action, Response, StopReason, MESSAGE_PAGE_SIZE, TIMING_OFFSET};
 use monitor_image::log_queue::LogQueue;
 use monitor_image::session::{self, Modules, Outcome, PhaseTimes, Session};
-use monitor_image::slice_memory::SliceMemory;
 
 /// The shim sized the heap; more than this is a corrupt boot page.
 const MAX_HEAP_BYTES: u64 = 1 << 30;

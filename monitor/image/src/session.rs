@@ -21,8 +21,8 @@ use monitor::policy::cpuid::NativeSupport;
 use monitor::policy::msr::UnknownMsrAction;
 use monitor_abi::boot_info::{flags, BootInfo, ModuleInfo, TestHook};
 use monitor_abi::{
-    decode_event, encode_response, Action, Event, Response, StopReason, LOG_WARN, MAX_ACTIONS, MAX_TEXT, RAX, RBP, RBX,
-    RCX, RDI, RDX, RSI, RSP,
+    decode_event, encode_response, Action, Event, Response, StopReason, LOG_WARN, MAX_ACTIONS, RAX, RBP, RBX, RCX, RDI,
+    RDX, RSI, RSP,
 };
 use vmx::vmcs::{Guest16, Guest32, GuestNatural};
 
@@ -232,13 +232,7 @@ pub fn start_actions(loaded: &LoadedKernel) -> Vec<Action> {
 
 fn stop(reason: StopReason, detail: &str) -> Response {
     let mut detail = detail.to_string();
-    if detail.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
-        detail.truncate(end);
-    }
+    monitor_abi::fit_text(&mut detail);
     Response { actions: vec![Action::Stop { reason, detail }] }
 }
 
