@@ -12,12 +12,14 @@ use alloc::vec::Vec;
 
 use matryoshka_config::GuestConfig;
 use monitor_abi::{
-    Action, ExitEvent, GuestSnapshot, InjectionKind, Response, StopReason, LOG_WARN, MAX_TEXT, RAX, RBX, RCX, RDX,
+    Action, ExitEvent, GuestSnapshot, InjectionKind, Response, StopReason, LOG_INFO, LOG_WARN, MAX_TEXT, RAX, RBX, RCX,
+    RDX,
 };
 use vmx::exit::{CrAccess, ExitReason, ExitReasonField, IoDirection, IoInstruction};
 use vmx::vmcs::{Control64, ControlNatural, Guest64, GuestNatural};
 
-use crate::devices::local_apic::{ApicMode, IA32_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
+use crate::ap_startup;
+use crate::devices::local_apic::{ApicMode, LocalApic, IA32_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
 use crate::devices::platform::{LegacyPlatform, PlatformConfig};
 use crate::guest_memory::GuestMemory;
 use crate::guest_paging::{self, PagingState};
@@ -96,13 +98,31 @@ impl ExitCounters {
     }
 }
 
+/// What a vCPU is doing, as far as waking it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Running,
+    /// It executed HLT with interrupts enabled: any interrupt wakes it.
+    Halted,
+    /// It executed HLT with interrupts disabled: only an NMI or INIT
+    /// wakes it.
+    HaltedInterruptsOff,
+    /// An AP after power-up or INIT, waiting for a start-up IPI.
+    WaitingForSipi,
+}
+
 /// Per-vCPU state the monitor keeps between exits.
 struct VcpuState {
     msrs: MsrState,
     tsc_offset: u64,
     xcr0: u64,
-    /// The vCPU executed HLT with interrupts enabled and waits for one.
-    halted: bool,
+    activity: Activity,
+    /// A `Kick` for this vCPU is on its way; until its next event, news
+    /// for it needs no other.
+    kicked: bool,
+    /// Interrupt-window exiting is on: the vCPU exits by itself as soon as
+    /// it can take the interrupt it has, so news needs no kick.
+    window_armed: bool,
 }
 
 pub struct GuestMonitor {
@@ -126,7 +146,15 @@ impl GuestMonitor {
         let cpuid = GuestCpuid::new(host_cpuid, &CpuidConfig::for_guest(setup.config, setup.tsc_khz, setup.native));
         let msr_policy = MsrPolicy::new(setup.unknown_msr, &cpuid, None);
         let vcpus = (0..setup.config.vcpus.max(1))
-            .map(|index| VcpuState { msrs: MsrState::new(index), tsc_offset: 0, xcr0: 1, halted: false })
+            .map(|index| VcpuState {
+                msrs: MsrState::new(index),
+                tsc_offset: 0,
+                xcr0: 1,
+                // The BSP runs from the start; the APs wait for INIT and SIPI.
+                activity: if index == 0 { Activity::Running } else { Activity::WaitingForSipi },
+                kicked: false,
+                window_armed: false,
+            })
             .collect();
         let platform = LegacyPlatform::new(&PlatformConfig {
             vcpus: setup.config.vcpus.max(1),
@@ -215,6 +243,17 @@ impl GuestMonitor {
         let field = ExitReasonField(exit.exit_reason);
         let now = self.now_ns(exit.guest.tsc);
         self.platform.advance(now);
+        self.vcpus[vcpu].kicked = false;
+        if self.platform.local_apic_mut(vcpu).is_some_and(LocalApic::take_init) {
+            // INIT is taken at the instruction boundary: the exiting
+            // instruction never completes, and the vCPU waits for a SIPI.
+            self.vcpus[vcpu].activity = Activity::WaitingForSipi;
+            self.vcpus[vcpu].window_armed = false;
+            response.actions.push(Action::InterruptWindow { enable: false });
+            response.actions.push(Action::Halt { wake_at_ns: None });
+            self.kick_others(vcpu, &mut response);
+            return response;
+        }
         let reason = match field.reason() {
             Ok(reason) => reason,
             Err(_) => {
@@ -241,22 +280,33 @@ impl GuestMonitor {
             ExitReason::IoInstruction => self.io(exit, now, &mut response),
             ExitReason::ControlRegisterAccess => self.control_register(exit, &mut response),
             ExitReason::Hlt if exit.guest.rflags & RFLAGS_IF == 0 => {
-                // Nothing the monitor delivers (no NMI, no INIT) can wake a
-                // vCPU halted with interrupts off: this is how a guest
-                // without ACPI powers off (Linux's "System halted").
-                return stop(
-                    StopReason::PowerOff,
-                    format!("halted with interrupts disabled at RIP {:#x}", exit.guest.rip),
-                );
+                self.vcpus[vcpu].activity = Activity::HaltedInterruptsOff;
+                if self
+                    .vcpus
+                    .iter()
+                    .all(|state| matches!(state.activity, Activity::HaltedInterruptsOff | Activity::WaitingForSipi))
+                {
+                    // Only an NMI or INIT could wake a vCPU halted with
+                    // interrupts off, and no vCPU is left to send one:
+                    // this is how a guest without ACPI powers off (Linux's
+                    // "System halted").
+                    return stop(
+                        StopReason::PowerOff,
+                        format!("halted with interrupts disabled at RIP {:#x}", exit.guest.rip),
+                    );
+                }
+                response.actions.push(Action::SkipInstruction);
+                Ok(())
             }
             ExitReason::Hlt => {
                 response.actions.push(Action::SkipInstruction);
-                self.vcpus[vcpu].halted = true;
+                self.vcpus[vcpu].activity = Activity::Halted;
                 Ok(())
             }
             ExitReason::Xsetbv => self.xsetbv(vcpu, exit, &mut response),
             ExitReason::InterruptWindow => {
                 response.actions.push(Action::InterruptWindow { enable: false });
+                self.vcpus[vcpu].window_armed = false;
                 Ok(())
             }
             ExitReason::ExternalInterrupt | ExitReason::PreemptionTimerExpired => Ok(()),
@@ -331,12 +381,43 @@ impl GuestMonitor {
         if !reinjected && !injects(&response) {
             self.deliver_interrupt(vcpu, &exit.guest, reason, &mut response);
         }
-        if self.vcpus[vcpu].halted {
-            response.actions.push(Action::Halt { wake_at_ns: self.platform.next_event_ns(now) });
-        } else {
-            self.announce_deadline(now, &mut response);
+        match self.vcpus[vcpu].activity {
+            Activity::Halted => {
+                response.actions.push(Action::Halt { wake_at_ns: self.platform.next_event_ns(now) });
+            }
+            Activity::HaltedInterruptsOff | Activity::WaitingForSipi => {
+                response.actions.push(Action::Halt { wake_at_ns: None });
+            }
+            Activity::Running => self.announce_deadline(now, &mut response),
         }
+        self.kick_others(vcpu, &mut response);
         response
+    }
+
+    /// Asks the shim to give an event to each other vCPU that has
+    /// something new to take since it was last told: an IPI, an INIT or
+    /// SIPI, or an interrupt a device routed to it while this vCPU's
+    /// event advanced the platform.
+    fn kick_others(&mut self, current: usize, response: &mut Response) {
+        for other in (0..self.vcpus.len()).filter(|&other| other != current) {
+            let state = &self.vcpus[other];
+            if state.kicked || state.window_armed {
+                continue;
+            }
+            let Some(apic) = self.platform.local_apic(other) else { continue };
+            let news = apic.init_pending()
+                || match state.activity {
+                    Activity::WaitingForSipi => apic.sipi_pending(),
+                    Activity::HaltedInterruptsOff => apic.nmi_pending(),
+                    Activity::Halted | Activity::Running => {
+                        apic.nmi_pending() || self.platform.pending_interrupt_vector(other).is_some()
+                    }
+                };
+            if news {
+                self.vcpus[other].kicked = true;
+                response.actions.push(Action::Kick { vcpu: other as u32 });
+            }
+        }
     }
 
     /// Tells the shim when the platform's next timer event is due, so that
@@ -351,32 +432,60 @@ impl GuestMonitor {
         }
     }
 
-    /// A deadline the vCPU waited for has passed (it is halted).
+    /// A deadline the vCPU waited for has passed, or another vCPU kicked
+    /// it: it is halted, or waits for a SIPI.
     pub fn handle_timer(&mut self, vcpu: u32, now_ns: u64) -> Response {
         let mut response = Response::default();
-        let Some(state) = self.vcpus.get(vcpu as usize) else {
+        if self.vcpus.get(vcpu as usize).is_none() {
             return stop(StopReason::MonitorError, format!("timer for unknown vCPU {vcpu}"));
-        };
-        let halted = state.halted;
+        }
+        let index = vcpu as usize;
+        self.vcpus[index].kicked = false;
         self.platform.advance(now_ns);
         self.forward_console(&mut response);
-        if halted {
-            // A halted vCPU executed HLT with IF=1 and no instruction since:
-            // any pending interrupt can be taken.
-            if self.platform.pending_interrupt_vector(vcpu as usize).is_some() {
-                let vector = self.platform.acknowledge_interrupt(vcpu as usize);
-                self.vcpus[vcpu as usize].halted = false;
+        if self.platform.local_apic_mut(index).is_some_and(LocalApic::take_init) {
+            self.vcpus[index].activity = Activity::WaitingForSipi;
+        }
+        let activity = self.vcpus[index].activity;
+        let woken = match activity {
+            Activity::WaitingForSipi => match self.platform.local_apic_mut(index).and_then(LocalApic::take_sipi) {
+                Some(vector) => {
+                    let signature = self.cpuid.query(1, 0, vcpu, DynamicState::default())[0];
+                    let at = u64::from(vector) << 12;
+                    response.actions.push(log(LOG_INFO, format!("vCPU {vcpu}: started by a SIPI at {at:#x}")));
+                    response.actions.extend(ap_startup::sipi_start(vector, signature));
+                    self.vcpus[index].xcr0 = 1;
+                    true
+                }
+                None => false,
+            },
+            // A halted vCPU executed HLT and no instruction since: an NMI
+            // wakes it either way, an interrupt only if IF was set.
+            Activity::Halted | Activity::HaltedInterruptsOff if self.platform.take_nmi(index) => {
+                response.actions.push(Action::InjectEvent { vector: NMI, kind: InjectionKind::Nmi, error_code: None });
+                true
+            }
+            Activity::Halted if self.platform.pending_interrupt_vector(index).is_some() => {
+                let vector = self.platform.acknowledge_interrupt(index);
                 response.actions.push(Action::InjectEvent {
                     vector,
                     kind: InjectionKind::ExternalInterrupt,
                     error_code: None,
                 });
-            } else {
-                response.actions.push(Action::Halt { wake_at_ns: self.platform.next_event_ns(now_ns) });
+                true
             }
-        } else {
+            Activity::Halted | Activity::HaltedInterruptsOff => false,
+            // The shim gives a running vCPU an exit instead.
+            Activity::Running => true,
+        };
+        if woken {
+            self.vcpus[index].activity = Activity::Running;
             self.announce_deadline(now_ns, &mut response);
+        } else {
+            let wake_at_ns = if activity == Activity::Halted { self.platform.next_event_ns(now_ns) } else { None };
+            response.actions.push(Action::Halt { wake_at_ns });
         }
+        self.kick_others(index, &mut response);
         response
     }
 
@@ -405,7 +514,7 @@ impl GuestMonitor {
         // An NMI goes first, unless one is still being handled; then it
         // waits for a later exit (the ABI has no NMI-window request yet).
         if !shadow && guest.interruptibility & BLOCKED_BY_NMI == 0 && self.platform.take_nmi(vcpu) {
-            self.vcpus[vcpu].halted = false;
+            self.vcpus[vcpu].activity = Activity::Running;
             response.actions.push(Action::InjectEvent { vector: NMI, kind: InjectionKind::Nmi, error_code: None });
             return;
         }
@@ -414,13 +523,14 @@ impl GuestMonitor {
         }
         if guest.rflags & RFLAGS_IF != 0 && !shadow {
             let vector = self.platform.acknowledge_interrupt(vcpu);
-            self.vcpus[vcpu].halted = false;
+            self.vcpus[vcpu].activity = Activity::Running;
             response.actions.push(Action::InjectEvent {
                 vector,
                 kind: InjectionKind::ExternalInterrupt,
                 error_code: None,
             });
         } else {
+            self.vcpus[vcpu].window_armed = true;
             response.actions.push(Action::InterruptWindow { enable: true });
         }
     }
@@ -1072,8 +1182,12 @@ mod tests {
         assert!((16_000_000..=30_000_000).contains(wake), "next tick at {wake} ns");
         let woken = monitor.handle_timer(0, *wake);
         assert_eq!(
-            woken.actions,
-            vec![Action::InjectEvent { vector: 0x20, kind: InjectionKind::ExternalInterrupt, error_code: None }]
+            woken.actions[0],
+            Action::InjectEvent { vector: 0x20, kind: InjectionKind::ExternalInterrupt, error_code: None }
+        );
+        assert!(
+            woken.actions[1..].iter().all(|action| matches!(action, Action::SetTimer { .. })),
+            "woken, the vCPU runs: {woken:?}"
         );
     }
 
@@ -1282,9 +1396,10 @@ mod tests {
         assert_eq!(hlt.actions.last(), Some(&Action::Halt { wake_at_ns: Some(5_000_000) }));
         let woken = monitor.handle_timer(0, 5_000_000);
         assert_eq!(
-            woken.actions,
-            vec![Action::InjectEvent { vector: 0xec, kind: InjectionKind::ExternalInterrupt, error_code: None }]
+            woken.actions[0],
+            Action::InjectEvent { vector: 0xec, kind: InjectionKind::ExternalInterrupt, error_code: None }
         );
+        assert!(!woken.actions.iter().any(|action| matches!(action, Action::Halt { .. })), "{woken:?}");
     }
 
     #[test]
@@ -1304,6 +1419,119 @@ mod tests {
             kind: InjectionKind::Nmi,
             error_code: None
         }));
+    }
+
+    /// The BSP writes the xAPIC ICR: destination `apic_id`, low word `low`.
+    fn send_ipi(monitor: &mut GuestMonitor, memory: &mut VecMemory, apic_id: u32, low: u32) -> Response {
+        let high = with_gprs(mmio_exit(0xfee0_0310, true, &[0x89, 0x18], memory), &[(RBX, u64::from(apic_id) << 24)]);
+        monitor.handle_exit_with_memory(&high, memory);
+        let send = with_gprs(mmio_exit(0xfee0_0300, true, &[0x89, 0x18], memory), &[(RBX, u64::from(low))]);
+        monitor.handle_exit_with_memory(&send, memory)
+    }
+
+    /// INIT and SIPI (vector 8) from the BSP start AP 1.
+    fn start_ap(monitor: &mut GuestMonitor, memory: &mut VecMemory) {
+        send_ipi(monitor, memory, 1, 0x0000_c500);
+        send_ipi(monitor, memory, 1, 0x0000_0608);
+        monitor.handle_timer(1, 0);
+    }
+
+    fn on_vcpu(mut event: ExitEvent, vcpu: u32) -> ExitEvent {
+        event.vcpu = vcpu;
+        event
+    }
+
+    #[test]
+    fn init_and_sipi_start_an_ap_in_real_mode_at_the_vector() {
+        let two = config("vcpus = 2");
+        let mut monitor = monitor_for(&two);
+        let mut memory = VecMemory::new(2 << 20);
+        // Nothing wakes a waiting AP but INIT and SIPI.
+        let idle = monitor.handle_timer(1, 0);
+        assert_eq!(idle.actions, vec![Action::Halt { wake_at_ns: None }]);
+
+        let init = send_ipi(&mut monitor, &mut memory, 1, 0x0000_c500);
+        assert!(init.actions.contains(&Action::Kick { vcpu: 1 }), "{init:?}");
+        // INIT level de-assert: no news for the AP, so no second kick.
+        let deassert = send_ipi(&mut monitor, &mut memory, 1, 0x0000_8500);
+        assert!(!deassert.actions.iter().any(|action| matches!(action, Action::Kick { .. })), "{deassert:?}");
+        assert_eq!(monitor.handle_timer(1, 0).actions, vec![Action::Halt { wake_at_ns: None }], "INIT: it waits");
+
+        let sipi = send_ipi(&mut monitor, &mut memory, 1, 0x0000_069a);
+        assert!(sipi.actions.contains(&Action::Kick { vcpu: 1 }));
+        let started = monitor.handle_timer(1, 0);
+        assert!(started
+            .actions
+            .contains(&Action::WriteField { encoding: GuestNatural::CsBase.encoding(), value: 0x9a000 }));
+        assert!(!started.actions.iter().any(|action| matches!(action, Action::Halt { .. })), "it runs");
+        // A second SIPI (Linux sends two) finds it running: ignored.
+        let again = send_ipi(&mut monitor, &mut memory, 1, 0x0000_069a);
+        assert!(!again.actions.iter().any(|action| matches!(action, Action::Kick { .. })), "{again:?}");
+        // Its exits are its own: CPUID reports APIC ID 1.
+        let cpuid = monitor.handle_exit(&with_gprs(on_vcpu(exit(ExitReason::Cpuid, 0, 1), 1), &[(RAX, 1)]));
+        assert_eq!(gpr(&cpuid, RBX).map(|ebx| ebx >> 24), Some(1), "{cpuid:?}");
+    }
+
+    #[test]
+    fn fixed_ipis_wake_a_halted_ap_and_reach_a_running_one_once() {
+        let two = config("vcpus = 2");
+        let mut monitor = monitor_for(&two);
+        let mut memory = VecMemory::new(2 << 20);
+        start_ap(&mut monitor, &mut memory);
+        // The AP enables its APIC (SVR) and halts with interrupts on.
+        let enable = on_vcpu(with_gprs(mmio_exit(0xfee0_00f0, true, &[0x89, 0x18], &mut memory), &[(RBX, 0x1ff)]), 1);
+        monitor.handle_exit_with_memory(&enable, &memory);
+        let hlt = monitor.handle_exit(&on_vcpu(exit(ExitReason::Hlt, 0, 1), 1));
+        assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })), "{hlt:?}");
+
+        let ipi = send_ipi(&mut monitor, &mut memory, 1, 0x0000_0040);
+        assert!(ipi.actions.contains(&Action::Kick { vcpu: 1 }), "{ipi:?}");
+        let woken = monitor.handle_timer(1, 2_000_000);
+        assert_eq!(
+            woken.actions[0],
+            Action::InjectEvent { vector: 0x40, kind: InjectionKind::ExternalInterrupt, error_code: None }
+        );
+
+        // Running with interrupts off, the AP gets one kick, then an
+        // interrupt window: more news needs no more kicks until it is open.
+        let ipi = send_ipi(&mut monitor, &mut memory, 1, 0x0000_0051);
+        assert!(ipi.actions.contains(&Action::Kick { vcpu: 1 }));
+        let mut busy = on_vcpu(exit(ExitReason::PreemptionTimerExpired, 0, 3), 1);
+        busy.guest.rflags = 0x2;
+        assert!(monitor.handle_exit(&busy).actions.contains(&Action::InterruptWindow { enable: true }));
+        let ipi = send_ipi(&mut monitor, &mut memory, 1, 0x0000_0062);
+        assert!(!ipi.actions.iter().any(|action| matches!(action, Action::Kick { .. })), "{ipi:?}");
+    }
+
+    #[test]
+    fn the_guest_powers_off_only_when_every_vcpu_halts_with_interrupts_off() {
+        let two = config("vcpus = 2");
+        let mut monitor = monitor_for(&two);
+        let mut memory = VecMemory::new(2 << 20);
+        start_ap(&mut monitor, &mut memory);
+        let mut ap_off = on_vcpu(exit(ExitReason::Hlt, 0, 1), 1);
+        ap_off.guest.rflags = 0x2;
+        let parked = monitor.handle_exit(&ap_off);
+        assert_eq!(parked.actions.last(), Some(&Action::Halt { wake_at_ns: None }), "{parked:?}");
+        let mut bsp_off = exit(ExitReason::Hlt, 0, 2);
+        bsp_off.guest.rflags = 0x2;
+        let response = monitor.handle_exit(&bsp_off);
+        assert_eq!(stop_detail(&response).0, StopReason::PowerOff);
+    }
+
+    #[test]
+    fn init_to_a_running_ap_sends_it_back_to_wait_for_a_sipi() {
+        let two = config("vcpus = 2");
+        let mut monitor = monitor_for(&two);
+        let mut memory = VecMemory::new(2 << 20);
+        start_ap(&mut monitor, &mut memory);
+        let init = send_ipi(&mut monitor, &mut memory, 1, 0x0000_c500);
+        assert!(init.actions.contains(&Action::Kick { vcpu: 1 }));
+        // The kicked AP exits before its first instruction; the exit is
+        // dropped, and it waits.
+        let response = monitor.handle_exit(&on_vcpu(exit(ExitReason::PreemptionTimerExpired, 0, 1), 1));
+        assert_eq!(response.actions.last(), Some(&Action::Halt { wake_at_ns: None }), "{response:?}");
+        assert!(!response.actions.iter().any(|action| matches!(action, Action::InjectEvent { .. })));
     }
 
     #[test]

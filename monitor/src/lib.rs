@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 extern crate alloc;
 
+pub mod ap_startup;
 pub mod devices;
 pub mod guest_memory;
 pub mod guest_monitor;

@@ -29,8 +29,10 @@ use crate::kernel::monitor_channel::{self, Next, Output};
 use crate::kernel::vcpu::{FlatProtectedStart, Vcpu};
 use crate::kernel::{tsc, vmcs};
 
-/// How long a guest may run before the next one gets the CPU, in TSC
-/// ticks (about 10 ms of Bochs time at 50 M instructions per second).
+/// How long a vCPU may run before the next one gets the CPU, in TSC ticks
+/// (about 10 ms of Bochs time at 50 M instructions per second), however
+/// many exits it takes in between: a vCPU that exits often must not get
+/// less of the CPU than one that spins.
 const TIME_SLICE_TICKS: u64 = 500_000;
 /// The RTC time guests start with (2026-01-01T00:00:00Z): fixed, so runs
 /// are repeatable.
@@ -41,21 +43,32 @@ const MAX_CONSOLE_LINE: usize = 512;
 /// Where a guest is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestState {
+    /// Its vCPUs run or wait (see [`VcpuState`]).
+    Running,
+    /// Ended: the summary state word and why.
+    Ended { state: &'static str, reason: String },
+    /// Ended, and to be started again from its configuration (its
+    /// `on_reboot`, `on_poweroff` or `on_crash` says `restart`).
+    Restarting { reason: String },
+}
+
+/// Where one vCPU of a running guest is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
     Runnable,
-    /// Halted until an interrupt; woken at this host TSC at the latest.
+    /// Halted (or, for an AP, waiting for a SIPI) until its monitor kicks
+    /// it; woken at this host TSC at the latest.
     Halted {
         wake_at_tsc: Option<u64>,
     },
-    /// Ended: the summary state word and why.
-    Ended {
-        state: &'static str,
-        reason: String,
-    },
-    /// Ended, and to be started again from its configuration (its
-    /// `on_reboot`, `on_poweroff` or `on_crash` says `restart`).
-    Restarting {
-        reason: String,
-    },
+}
+
+struct GuestVcpu {
+    vcpu: Vcpu,
+    state: VcpuState,
+    /// The monitor has news for it (`Action::Kick`): it gets an event
+    /// before it next runs.
+    kicked: bool,
 }
 
 pub struct Guest {
@@ -66,13 +79,15 @@ pub struct Guest {
     /// TSC of this guest's recent restarts, to catch a reboot loop.
     restarts: Vec<u64>,
     ram: GuestRam,
-    vcpu: Vcpu,
+    vcpus: Vec<GuestVcpu>,
     monitor: Monitor,
     pub state: GuestState,
     /// The host TSC at which the monitor's platform next needs the guest to
     /// exit (its next timer event), if any.
     deadline_tsc: Option<u64>,
     console_line: Vec<u8>,
+    /// The last answer kicked another vCPU: the running one yields.
+    kicked_another: bool,
     pub exits: u64,
 }
 
@@ -97,7 +112,16 @@ impl Guest {
             data_selector: 0,
             gdtr: None,
         };
-        let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
+        // One VPID per guest: its vCPUs share one address space, and a
+        // shared tag lets TLB entries of one serve the others.
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus.max(1) {
+            let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
+            // The APs wait for INIT and SIPI, which their monitor sends.
+            let state = if index == 0 { VcpuState::Runnable } else { VcpuState::Halted { wake_at_tsc: None } };
+            vcpus.push(GuestVcpu { vcpu, state, kicked: false });
+        }
+        vcpus[0].vcpu.make_current().map_err(|error| error.to_string())?;
         let facts = MachineFacts {
             tsc_khz: u32::try_from(tsc::khz()).unwrap_or(u32::MAX),
             flags: native_flags(capabilities),
@@ -111,11 +135,12 @@ impl Guest {
             test_hook,
             restarts: Vec::new(),
             ram,
-            vcpu,
+            vcpus,
             monitor,
-            state: GuestState::Runnable,
+            state: GuestState::Running,
             deadline_tsc: None,
             console_line: Vec::new(),
+            kicked_another: false,
             exits: 0,
         };
         let now_ns = guest.guest_now_ns();
@@ -123,14 +148,16 @@ impl Guest {
             .monitor
             .exchange(&Event::Start { vcpu: 0, ram_bytes, now_ns })
             .map_err(|failure| failure.to_string())?;
-        guest.apply(response);
+        guest.apply(0, response);
         if let GuestState::Ended { reason, .. } = &guest.state {
             return Err(reason.clone());
         }
         info!(
-            "guest {}: created ({} MiB, kernel {}, entry {:#x}, monitor {} KiB)",
+            "guest {}: created ({} MiB, {} vCPU{}, kernel {}, entry {:#x}, monitor {} KiB)",
             config.name,
             config.memory_mib,
+            guest.vcpus.len(),
+            if guest.vcpus.len() == 1 { "" } else { "s" },
             config.kernel,
             vmcs::read(GuestNatural::Rip),
             guest.monitor.memory_bytes() >> 10
@@ -150,48 +177,75 @@ impl Guest {
         ns_from_ticks(rdtsc().wrapping_add(offset))
     }
 
-    /// Runs one turn: until the next exit (handled) or the end of the slice.
-    fn run_turn(&mut self) {
-        // The turn ends at the monitor's next timer event if that is sooner
-        // than the time slice.
-        let slice = match self.deadline_tsc {
-            Some(deadline) => deadline.saturating_sub(rdtsc()).clamp(1, TIME_SLICE_TICKS),
-            None => TIME_SLICE_TICKS,
-        };
-        if let Err(error) = self.vcpu.run(slice) {
-            self.end("failed", format!("VM entry: {error}"));
+    /// Gives vCPU `index` one time slice: it runs, exit after exit, until
+    /// the slice is over, it halts, its guest ends, or it kicked another
+    /// vCPU (which then gets the CPU soon: an IPI's sender often waits for
+    /// the answer).
+    fn run_turn(&mut self, index: usize) {
+        let turn_end = rdtsc().saturating_add(TIME_SLICE_TICKS);
+        loop {
+            self.kicked_another = false;
+            self.run_vcpu(index, turn_end);
+            let runnable = self.state == GuestState::Running && self.vcpus[index].state == VcpuState::Runnable;
+            if !runnable || self.kicked_another || rdtsc() >= turn_end {
+                break;
+            }
+        }
+    }
+
+    /// Runs vCPU `index` until its next exit (handled), at most until
+    /// `turn_end`. A kicked vCPU exits at once, so that the monitor sees
+    /// its state and can deliver what it has for it.
+    fn run_vcpu(&mut self, index: usize, turn_end: u64) {
+        // It also exits at the monitor's next timer event, if sooner.
+        let until = self.deadline_tsc.map_or(turn_end, |deadline| deadline.min(turn_end));
+        let slice = if self.vcpus[index].kicked { 0 } else { until.saturating_sub(rdtsc()).max(1) };
+        self.vcpus[index].kicked = false;
+        let vcpu = &mut self.vcpus[index].vcpu;
+        if let Err(error) = vcpu.run(slice) {
+            self.end("failed", format!("vCPU {index}: VM entry: {error}"));
             return;
         }
         self.exits += 1;
-        let event = Event::Exit(monitor_channel::snapshot_exit(0, &self.vcpu.registers));
-        self.ask_monitor(&event);
+        let event = Event::Exit(monitor_channel::snapshot_exit(index as u32, &vcpu.registers));
+        self.ask_monitor(index, &event);
     }
 
-    /// Sends an event to the monitor and applies its answer; a monitor
-    /// that fails ends its guest.
-    fn ask_monitor(&mut self, event: &Event) {
+    /// Sends an event about vCPU `index` (whose VMCS is current) to the
+    /// monitor and applies its answer; a monitor that fails ends its guest.
+    fn ask_monitor(&mut self, index: usize, event: &Event) {
         match self.monitor.exchange(event) {
-            Ok(response) => self.apply(response),
+            Ok(response) => self.apply(index, response),
             Err(failure) => self.end("failed", failure.to_string()),
         }
     }
 
-    /// A halted guest's deadline passed.
-    fn wake(&mut self) {
-        if let Err(error) = self.vcpu.make_current() {
-            self.end("failed", format!("{error}"));
+    /// A halted vCPU's deadline passed, or its monitor kicked it.
+    fn wake_vcpu(&mut self, index: usize) {
+        if let Err(error) = self.vcpus[index].vcpu.make_current() {
+            self.end("failed", format!("vCPU {index}: {error}"));
             return;
         }
-        self.state = GuestState::Runnable;
-        let event = Event::Timer { vcpu: 0, now_ns: self.guest_now_ns() };
-        self.ask_monitor(&event);
+        self.vcpus[index].state = VcpuState::Runnable;
+        self.vcpus[index].kicked = false;
+        let event = Event::Timer { vcpu: index as u32, now_ns: self.guest_now_ns() };
+        self.ask_monitor(index, &event);
     }
 
-    fn apply(&mut self, response: monitor_abi::Response) {
+    /// Whether nothing can wake the guest again: every vCPU waits with no
+    /// deadline and no kick (no device of its platform has a deadline and
+    /// the shim delivers no other interrupts).
+    fn halted_for_good(&self) -> bool {
+        self.vcpus.iter().all(|slot| slot.state == VcpuState::Halted { wake_at_tsc: None } && !slot.kicked)
+    }
+
+    /// Applies the monitor's answer about vCPU `index`, whose VMCS is
+    /// current.
+    fn apply(&mut self, index: usize, response: monitor_abi::Response) {
         let mut output = Output::default();
-        let next = monitor_channel::apply(response, &mut self.vcpu.registers, &mut output);
+        let next = monitor_channel::apply(response, &mut self.vcpus[index].vcpu.registers, &mut output);
         if let Some(xcr0) = output.xcr0 {
-            self.vcpu.xstate.xcr0 = xcr0;
+            self.vcpus[index].vcpu.xstate.xcr0 = xcr0;
         }
         if let Some(deadline_ns) = output.timer_ns {
             let offset = vmcs::read(Control64::TscOffset);
@@ -207,12 +261,27 @@ impl Guest {
                 _ => log::trace!("guest {}: {text}", self.name),
             }
         }
+        for kicked in output.kicks {
+            match self.vcpus.get_mut(kicked as usize) {
+                Some(slot) if kicked as usize != index => {
+                    slot.kicked = true;
+                    self.kicked_another = true;
+                }
+                Some(_) => {}
+                None => {
+                    let count = self.vcpus.len();
+                    let why = format!("the shim refused the monitor's kick of vCPU {kicked}: the guest has {count}");
+                    self.end("failed", why);
+                    return;
+                }
+            }
+        }
         match next {
-            Next::Run => self.state = GuestState::Runnable,
+            Next::Run => self.vcpus[index].state = VcpuState::Runnable,
             Next::Halt { wake_at_ns } => {
                 let offset = vmcs::read(Control64::TscOffset);
                 let wake_at_tsc = wake_at_ns.map(|ns| ticks_from_ns(ns).wrapping_sub(offset));
-                self.state = GuestState::Halted { wake_at_tsc };
+                self.vcpus[index].state = VcpuState::Halted { wake_at_tsc };
             }
             Next::Stop { reason, detail } => {
                 let action = match reason {
@@ -313,24 +382,26 @@ fn ticks_from_ns(ns: u64) -> u64 {
 }
 
 /// Runs every guest until all have ended, then returns each one's summary
-/// line, in configuration order. A guest that is halted waits for its
-/// deadline; when every live guest is halted, the CPU waits (spins on the
-/// TSC: the shim takes no interrupts yet) for the earliest deadline. A guest
-/// whose configuration says `restart` for how it ended is created again in
-/// its place.
+/// line, in configuration order. Every runnable vCPU of every guest gets a
+/// turn in each round; a halted one waits for its deadline or a kick from
+/// its monitor. When no vCPU can run, the CPU waits (spins on the TSC: the
+/// shim takes no interrupts yet) for the earliest deadline. A guest whose
+/// configuration says `restart` for how it ended is created again in its
+/// place.
 pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabilities) -> Vec<String> {
     // Guests whose restart failed: their place holds the reason instead.
     let mut gone: Vec<Option<String>> = guests.iter().map(|_| None).collect();
-    // The guest whose directly-accessed MSRs the CPU holds.
-    let mut msr_owner: Option<usize> = None;
+    // The vCPU (guest, index) whose directly-accessed MSRs the CPU holds.
+    let mut msr_owner: Option<(usize, usize)> = None;
     loop {
         let mut live = false;
+        let mut busy = false;
         let mut earliest_wake: Option<u64> = None;
         for index in 0..guests.len() {
             match guests[index].state.clone() {
                 GuestState::Ended { .. } => continue,
                 GuestState::Restarting { reason } => {
-                    if msr_owner == Some(index) {
+                    if msr_owner.is_some_and(|(owner, _)| owner == index) {
                         // Its MSRs die with it; nobody else's are lost.
                         msr_owner = None;
                     }
@@ -339,34 +410,44 @@ pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabi
                         Err(summary) => gone[index] = Some(summary),
                     }
                 }
-                GuestState::Runnable => {
+                GuestState::Running => {
                     live = true;
-                    if msr_owner != Some(index) {
-                        switch_msrs(&mut guests, msr_owner, index);
-                        msr_owner = Some(index);
+                    for vcpu in 0..guests[index].vcpus.len() {
+                        if guests[index].state != GuestState::Running {
+                            break;
+                        }
+                        let slot = &guests[index].vcpus[vcpu];
+                        match (slot.state, slot.kicked) {
+                            (VcpuState::Runnable, _) => {
+                                busy = true;
+                                switch_msrs(&mut guests, &mut msr_owner, (index, vcpu));
+                                guests[index].run_turn(vcpu);
+                            }
+                            (VcpuState::Halted { .. }, true) => {
+                                busy = true;
+                                guests[index].wake_vcpu(vcpu);
+                            }
+                            (VcpuState::Halted { wake_at_tsc: Some(wake) }, false) if rdtsc() >= wake => {
+                                busy = true;
+                                guests[index].wake_vcpu(vcpu);
+                            }
+                            (VcpuState::Halted { wake_at_tsc: Some(wake) }, false) => {
+                                earliest_wake = Some(earliest_wake.map_or(wake, |earliest| earliest.min(wake)));
+                            }
+                            (VcpuState::Halted { wake_at_tsc: None }, false) => {}
+                        }
                     }
-                    guests[index].run_turn();
-                }
-                GuestState::Halted { wake_at_tsc: Some(wake) } => {
-                    live = true;
-                    if rdtsc() >= wake {
-                        guests[index].wake();
-                    } else {
-                        earliest_wake = Some(earliest_wake.map_or(wake, |earliest| earliest.min(wake)));
+                    let guest = &mut guests[index];
+                    if guest.state == GuestState::Running && guest.halted_for_good() {
+                        guest.end("stopped", "halted for good: no interrupt can wake it".into());
                     }
-                }
-                GuestState::Halted { wake_at_tsc: None } => {
-                    // Nothing can wake it: no device of its platform has a
-                    // deadline and the shim delivers no other interrupts.
-                    guests[index].end("stopped", "halted for good: no interrupt can wake it".into());
                 }
             }
         }
         if !live {
             break;
         }
-        let any_runnable = guests.iter().any(|guest| guest.state == GuestState::Runnable);
-        if let (false, Some(wake)) = (any_runnable, earliest_wake) {
+        if let (false, Some(wake)) = (busy, earliest_wake) {
             while rdtsc() < wake {
                 core::hint::spin_loop();
             }
@@ -421,18 +502,17 @@ fn restart(guest: &mut Guest, reason: String, boot: &BootInfo, capabilities: &Vm
     }
 }
 
-fn switch_msrs(guests: &mut [Guest], from: Option<usize>, to: usize) {
-    match from {
-        Some(from) if from < to => {
-            let (before, after) = guests.split_at_mut(to);
-            after[0].vcpu.switch_msrs_from(Some(&mut before[from].vcpu));
-        }
-        Some(from) => {
-            let (before, after) = guests.split_at_mut(from);
-            before[to].vcpu.switch_msrs_from(Some(&mut after[0].vcpu));
-        }
-        None => guests[to].vcpu.switch_msrs_from(None),
+/// Gives the CPU's directly-accessed MSRs to vCPU `to` (guest, index),
+/// keeping the values of the vCPU that had them.
+fn switch_msrs(guests: &mut [Guest], owner: &mut Option<(usize, usize)>, to: (usize, usize)) {
+    if *owner == Some(to) {
+        return;
     }
+    if let Some((guest, vcpu)) = *owner {
+        guests[guest].vcpus[vcpu].vcpu.save_switched_msrs();
+    }
+    guests[to.0].vcpus[to.1].vcpu.load_switched_msrs();
+    *owner = Some(to);
 }
 
 /// The summary line of a guest.

@@ -126,6 +126,9 @@ pub struct Output {
     pub timer_ns: Option<Option<u64>>,
     /// A new XCR0 for the vCPU (already checked against the CPU).
     pub xcr0: Option<u64>,
+    /// Other vCPUs of the guest the monitor asked to give an event to
+    /// (not yet checked against the guest's vCPU count).
+    pub kicks: Vec<u32>,
 }
 
 /// Checks and applies `response` to the current VMCS and `registers`.
@@ -165,6 +168,7 @@ pub fn apply(response: Response, registers: &mut GuestRegisters, output: &mut Ou
                 Some(why) => return monitor_error(&alloc::format!("the shim refused XCR0 {value:#x}: {why}")),
                 None => output.xcr0 = Some(value),
             },
+            Action::Kick { vcpu } => output.kicks.push(vcpu),
         }
     }
     next

@@ -147,15 +147,17 @@ impl Vcpu {
         })
     }
 
-    /// Gives this vCPU the CPU after `previous` (None: after the shim
-    /// itself): the MSRs guests access directly are saved for `previous`
-    /// and loaded for this one.
-    pub fn switch_msrs_from(&mut self, previous: Option<&mut Vcpu>) {
-        if let Some(previous) = previous {
-            for (value, msr) in previous.switched_msrs.iter_mut().zip(SWITCHED_MSRS) {
-                *value = read_msr(msr);
-            }
+    /// Keeps the guest's values of the MSRs it accesses directly, before
+    /// another vCPU gets the CPU.
+    pub fn save_switched_msrs(&mut self) {
+        for (value, msr) in self.switched_msrs.iter_mut().zip(SWITCHED_MSRS) {
+            *value = read_msr(msr);
         }
+    }
+
+    /// Puts this vCPU's values of the MSRs guests access directly into the
+    /// CPU, before it runs after another vCPU (or after the shim itself).
+    pub fn load_switched_msrs(&self) {
         for (value, msr) in self.switched_msrs.iter().zip(SWITCHED_MSRS) {
             // Safe because the shim does not use these MSRs itself (no
             // SYSCALL, no SWAPGS, no RDTSCP), and the guest's values came
@@ -171,12 +173,15 @@ impl Vcpu {
     }
 
     /// Runs the guest until its next VM exit, or until `slice_ticks` TSC
-    /// ticks have passed (a preemption-timer exit). Its VMCS stays current,
-    /// so the exit can be read and handled through `vmcs::read`/`write`.
+    /// ticks have passed (a preemption-timer exit; with 0 the vCPU exits
+    /// before its first instruction). Its VMCS stays current, so the exit
+    /// can be read and handled through `vmcs::read`/`write`.
     pub fn run(&mut self, slice_ticks: u64) -> Result<(), VcpuError> {
         self.make_current()?;
         let rate = vmx_root::capabilities().map_or(0, |caps| caps.misc.preemption_timer_rate());
-        vmcs::write(Guest32::PreemptionTimerValue, (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) as u32);
+        // A short slice must not round down to an immediate exit.
+        let value = if slice_ticks == 0 { 0 } else { (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) };
+        vmcs::write(Guest32::PreemptionTimerValue, value as u32);
         // The shim itself uses SSE (the precompiled core library does), so
         // the guest's x87/SSE state is swapped in and out around the entry.
         fxsave(&mut self.host_fx);

@@ -83,8 +83,8 @@ pub enum Event {
     Start { vcpu: u32, ram_bytes: u64, now_ns: u64 },
     /// Tag 2. A VM exit the shim does not handle itself.
     Exit(ExitEvent),
-    /// Tag 3. A deadline the monitor set has passed. Layout: vCPU (u32),
-    /// now (u64).
+    /// Tag 3. A deadline the monitor set has passed, or the monitor kicked
+    /// this halted vCPU (`Action::Kick`). Layout: vCPU (u32), now (u64).
     Timer { vcpu: u32, now_ns: u64 },
 }
 
@@ -171,6 +171,12 @@ pub enum Action {
     /// Tag 11: the guest's XCR0 from now on (u64), after its XSETBV passed
     /// the monitor's checks (the shim checks again against the CPU).
     SetXcr0 { value: u64 },
+    /// Tag 12: another vCPU of this guest (u32) has something new to take
+    /// (an interrupt, NMI, INIT or SIPI): before it next runs, the shim
+    /// gives it an event. A halted vCPU gets `Event::Timer`; a runnable
+    /// one is entered with a zero preemption-timer value, so that it exits
+    /// before its first instruction and the monitor sees its state.
+    Kick { vcpu: u32 },
 }
 
 /// A monitor's answer to one event.
@@ -465,6 +471,10 @@ fn write_action(writer: &mut Writer, action: &Action) -> Result<(), EncodeError>
             writer.u8(11);
             writer.u64(*value);
         }
+        Action::Kick { vcpu } => {
+            writer.u8(12);
+            writer.u32(*vcpu);
+        }
     }
     Ok(())
 }
@@ -515,6 +525,7 @@ fn read_action(reader: &mut Reader) -> Result<Action, DecodeError> {
             Action::Stop { reason, detail: reader.text("stop detail", MAX_TEXT)? }
         }
         11 => Action::SetXcr0 { value: reader.u64()? },
+        12 => Action::Kick { vcpu: reader.u32()? },
         tag => return Err(DecodeError::UnknownTag { what: "action", tag }),
     })
 }

@@ -57,6 +57,7 @@ fn every_action() -> Vec<Action> {
         Action::Stop { reason: StopReason::DebugExit { status: 85 }, detail: "exit port".to_string() },
         Action::Stop { reason: StopReason::TripleFault, detail: String::new() },
         Action::SetXcr0 { value: 0x7 },
+        Action::Kick { vcpu: 3 },
     ]
 }
 
@@ -140,7 +141,7 @@ fn malformed_messages_are_rejected_with_what_was_wrong() {
 
     let cases: Vec<(Vec<u8>, DecodeError)> = vec![
         (vec![1, 42], DecodeError::UnknownTag { what: "action", tag: 42 }),
-        (vec![65], DecodeError::TooMany { what: "actions", count: 65, limit: MAX_ACTIONS }),
+        (vec![97], DecodeError::TooMany { what: "actions", count: 97, limit: MAX_ACTIONS }),
         (vec![1, 1, 16, 0, 0, 0, 0, 0, 0, 0, 0], DecodeError::Invalid { what: "register index", value: 16 }),
         (vec![1, 3, 14, 1, 0, 0, 0, 0, 0], DecodeError::Invalid { what: "injection kind", value: 1 }),
         (vec![1, 3, 14, 3, 2, 0, 0, 0, 0], DecodeError::Invalid { what: "error-code flag", value: 2 }),
@@ -188,6 +189,7 @@ fn arbitrary_action() -> impl Strategy<Value = Action> {
         any::<Option<u64>>().prop_map(|at_ns| Action::SetTimer { at_ns }),
         any::<bool>().prop_map(|enable| Action::InterruptWindow { enable }),
         any::<u64>().prop_map(|value| Action::SetXcr0 { value }),
+        any::<u32>().prop_map(|vcpu| Action::Kick { vcpu }),
         proptest::collection::vec(any::<u8>(), 0..100).prop_map(|bytes| Action::ConsoleOutput { bytes }),
         (1u8..=5, text.clone()).prop_map(|(level, text)| Action::Log { level, text }),
         (any::<u32>(), text)

@@ -550,6 +550,15 @@ impl LocalApic {
         self.nmi_pending
     }
 
+    pub fn init_pending(&self) -> bool {
+        self.init_pending
+    }
+
+    /// Whether a SIPI waits to start the vCPU.
+    pub fn sipi_pending(&self) -> bool {
+        self.sipi_vector.is_some()
+    }
+
     /// Whether a message for `destination` from `source` is for this APIC
     /// (SDM 10.6.2). Lowest-priority arbitration among several matches is
     /// the platform's.
