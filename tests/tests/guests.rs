@@ -26,6 +26,23 @@ fn the_l1_test_kernel_passes_every_platform_check() {
 }
 
 #[test]
+fn a_guest_starts_its_aps_with_init_and_sipi_and_they_exchange_ipis() {
+    let image = ImageBuilder::scenario("smp").unwrap_or_else(|e| panic!("{e}"));
+    let mut machine = boot(image, Emulator::bochs());
+    machine.expect("guest smp: created (32 MiB, 3 vCPUs");
+    machine.expect("[smp] l1-test: smp: MADT: 3 processors, APIC IDs [0, 1, 2]");
+    machine.expect("[smp] l1-test: smp: AP 1 started: CPUID initial APIC ID 1, APIC ID register 1");
+    machine.expect("[smp] l1-test: smp: AP 2 started: CPUID initial APIC ID 2, APIC ID register 2");
+    machine.expect("[smp] l1-test: smp: IPIs: each of 2 APs took 3 from the BSP and answered each one");
+    machine.expect("[smp] l1-test: smp: PASS");
+    machine.expect("[smp] l1-test: done: 2 passed, 0 failed");
+    machine.expect("guest smp: stopped (debug exit, status 1)");
+    machine.expect_exit(Exit::Success);
+    let console = machine.machine.console();
+    assert!(!console.contains("second SIPI"), "one SIPI starts an AP under the monitor:\n{console}");
+}
+
+#[test]
 fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     let image = ImageBuilder::scenario("isolation")
         .unwrap_or_else(|e| panic!("{e}"))
@@ -89,10 +106,13 @@ fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
     // Interrupts go through the emulated IOAPIC and local APIC.
     machine.expect("IOAPIC[0]: apic_id 0, version 17, address 0xfec00000, GSI 0-23");
     machine.expect("APIC: Switch to symmetric I/O mode setup");
+    // Its second vCPU starts through INIT and SIPI.
+    machine.expect("guest linux: vCPU 1: started by a SIPI at");
+    machine.expect("smpboot: Total of 2 processors activated");
     machine.expect("[linux] matryoshka-guest: init started");
     machine.expect("[linux] matryoshka-guest: run begin");
     machine.expect("[linux] Linux (none) 6.1");
-    machine.expect("[linux] 1");
+    machine.expect("[linux] 2"); // processors in /proc/cpuinfo
     machine.expect("[linux] matryoshka-guest: run end (status 0)");
     // With ACPI tables Linux powers off through the PM1 control register (S5).
     machine.expect("guest linux: stopped (powered off: ACPI S5)");

@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-/// The checks `tests=` can select, in the order `tests=all` runs them.
+/// The checks `tests=` can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     Cpuid,
@@ -18,11 +18,18 @@ pub enum Check {
     Pit,
     Rtc,
     Memory,
+    /// Starts the other processors and sends IPIs both ways. Not part of
+    /// `all`: it leaves the APs running.
+    Smp,
 }
 
 impl Check {
+    /// What `tests=all` runs, in its order.
     pub const ALL: [Check; 7] =
         [Check::Cpuid, Check::Msr, Check::Exceptions, Check::Io, Check::Pit, Check::Rtc, Check::Memory];
+    /// Every check, for selection by name.
+    const KNOWN: [Check; 8] =
+        [Check::Cpuid, Check::Msr, Check::Exceptions, Check::Io, Check::Pit, Check::Rtc, Check::Memory, Check::Smp];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,11 +40,12 @@ impl Check {
             Check::Pit => "pit",
             Check::Rtc => "rtc",
             Check::Memory => "memory",
+            Check::Smp => "smp",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|check| check.name() == name)
+        Self::KNOWN.into_iter().find(|check| check.name() == name)
     }
 }
 
@@ -136,6 +144,9 @@ pub struct Expectations<'a> {
     pub hypervisor_signature: Option<&'a str>,
     /// `expect-apic-id=N`: the boot CPU's initial APIC id (default 0).
     pub apic_id: u32,
+    /// `expect-cpus=N`: how many processors the MADT lists (the `smp`
+    /// check; default 1).
+    pub cpus: u32,
     /// `expect-unknown-msr=gp|zero`: what accesses to unknown MSRs do.
     pub unknown_msr: UnknownMsr,
     /// `expect-tsc-msr=0`: IA32_TIME_STAMP_COUNTER need not follow RDTSC
@@ -153,6 +164,7 @@ impl Default for Expectations<'_> {
             vendor: None,
             hypervisor_signature: None,
             apic_id: 0,
+            cpus: 1,
             unknown_msr: UnknownMsr::GeneralProtection,
             tsc_msr: true,
         }
@@ -283,6 +295,11 @@ impl<'a> Options<'a> {
                     .and_then(|id| u32::try_from(id).ok())
                     .map(|id| options.expect.apic_id = id)
                     .ok_or(bad("an APIC id")),
+                "expect-cpus" => parse_number(value)
+                    .and_then(|cpus| u32::try_from(cpus).ok())
+                    .filter(|&cpus| cpus > 0)
+                    .map(|cpus| options.expect.cpus = cpus)
+                    .ok_or(bad("a number of processors")),
                 "expect-unknown-msr" => UnknownMsr::from_name(value)
                     .map(|policy| options.expect.unknown_msr = policy)
                     .ok_or(bad("gp or zero")),
@@ -308,7 +325,8 @@ impl<'a> Options<'a> {
         list_items(self.checks).flat_map(|name| {
             let all = name == "all";
             let single = Check::from_name(name);
-            Check::ALL.into_iter().filter(move |check| all || Some(*check) == single)
+            let expanded = Check::ALL.into_iter().filter(move |_| all);
+            expanded.chain(single)
         })
     }
 
@@ -380,6 +398,10 @@ mod tests {
         let (options, problems) = parse("tests=memory,cpuid");
         assert!(problems.is_empty());
         assert_eq!(options.checks().collect::<Vec<_>>(), [Check::Memory, Check::Cpuid]);
+        let (options, _) = parse("tests=smp,cpuid");
+        assert_eq!(options.checks().collect::<Vec<_>>(), [Check::Smp, Check::Cpuid]);
+        let (options, _) = parse("tests=all");
+        assert!(!options.checks().any(|check| check == Check::Smp), "all leaves the APs alone");
         let (options, _) = parse("tests=rtc,all");
         let checks: Vec<_> = options.checks().collect();
         assert_eq!(checks[0], Check::Rtc);
@@ -398,7 +420,7 @@ mod tests {
         let (options, problems) = parse(
             "expect-vmx=1 expect-hypervisor=0 expect-tsc-khz=2000000 tsc-tolerance=5 \
              expect-vendor=GenuineIntel expect-hv-signature=MatryoshkaVM expect-apic-id=0x2 \
-             expect-unknown-msr=zero expect-tsc-msr=0",
+             expect-unknown-msr=zero expect-tsc-msr=0 expect-cpus=2",
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
@@ -411,6 +433,7 @@ mod tests {
                 vendor: Some("GenuineIntel"),
                 hypervisor_signature: Some("MatryoshkaVM"),
                 apic_id: 2,
+                cpus: 2,
                 unknown_msr: UnknownMsr::ReadsZero,
                 tsc_msr: false,
             }

@@ -8,6 +8,7 @@
 
 pub mod cmdline;
 pub mod cpu_info;
+pub mod madt;
 pub mod memory_test;
 pub mod multiboot;
 pub mod rtc_time;

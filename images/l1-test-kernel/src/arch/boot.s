@@ -40,6 +40,37 @@
 
 .set CODE64_SELECTOR,   0x08
 .set DATA_SELECTOR,     0x10
+.set CODE32_SELECTOR,   0x18
+.set CR0_CD_NW,         0x60000000            # caches off, as INIT leaves them
+
+# Paging on the identity map, long mode with the EFER bits at
+# ap_efer_bits, SSE: the BSP's way and every AP's, from 32-bit code.
+.macro ENTER_LONG_MODE
+    mov eax, cr4
+    or eax, CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
+    mov cr4, eax
+    mov eax, offset identity_pml4
+    mov cr3, eax
+    mov ecx, MSR_EFER
+    rdmsr
+    or eax, [ap_efer_bits]
+    wrmsr
+    mov eax, cr0
+    and eax, ~(CR0_EM | CR0_CD_NW)
+    or eax, CR0_PG | CR0_WP | CR0_NE | CR0_MP | CR0_PE
+    mov cr0, eax
+.endm
+
+# The segment registers of 64-bit code: flat data, FS and GS null.
+.macro LOAD_DATA_SEGMENTS_64
+    mov ax, DATA_SELECTOR
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+.endm
 
 .section .multiboot_header, "a"
 .balign 4
@@ -80,6 +111,7 @@ multiboot_entry:
     jz 1f
     or ebp, EFER_NXE
 1:
+    mov [ap_efer_bits], ebp                   # the APs set the same (see ap_entry32)
     # PML4[0] -> PDPT; PDPT[0..4] -> four page directories; each of their
     # 2048 entries maps 2 MiB at the same physical address.
     mov eax, offset identity_pdpt
@@ -103,19 +135,7 @@ multiboot_entry:
     cmp ecx, 4 * 512
     jb 3b
 
-    mov eax, cr4
-    or eax, CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
-    mov cr4, eax
-    mov eax, offset identity_pml4
-    mov cr3, eax
-    mov ecx, MSR_EFER
-    rdmsr
-    or eax, ebp
-    wrmsr
-    mov eax, cr0
-    and eax, ~CR0_EM
-    or eax, CR0_PG | CR0_WP | CR0_NE | CR0_MP | CR0_PE
-    mov cr0, eax
+    ENTER_LONG_MODE
 
     # Now in compatibility mode: a far jump through the new GDT's 64-bit
     # code segment enters long mode proper.
@@ -148,13 +168,7 @@ multiboot_entry:
 
 .code64
 long_mode_entry:
-    mov ax, DATA_SELECTOR
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    xor eax, eax
-    mov fs, ax
-    mov gs, ax
+    LOAD_DATA_SEGMENTS_64
     mov rsp, offset boot_stack_top
     xor ebp, ebp                              # ends frame-pointer walks
     # Writing a 32-bit register clears the upper half, which mode
@@ -171,18 +185,74 @@ long_mode_entry:
     hlt
     jmp .Lhalt64
 
+# The application processors' start (the `smp` check). A SIPI starts an
+# AP in real mode at a page below 1 MiB, where the kernel copies the code
+# from ap_trampoline_start to ap_trampoline_end; it must therefore not
+# depend on where it runs: it loads the boot GDT through a pointer inside
+# the copy (DS = CS) and leaves real mode with a far jump to an absolute
+# address. From there the AP follows the BSP's path: the same page tables
+# and EFER bits, long mode, then ap_main on the stack the BSP set in
+# ap_stack_top.
+.code16
+.global ap_trampoline_start
+ap_trampoline_start:
+    cli
+    cld
+    mov ax, cs
+    mov ds, ax
+    # lgdt with a 32-bit operand (0x66): the base may lie above 16 MiB.
+    .byte 0x66, 0x0f, 0x01, 0x16
+    .short ap_trampoline_gdt_pointer - ap_trampoline_start
+    mov eax, cr0
+    or eax, CR0_PE
+    mov cr0, eax
+    # jmp far CODE32_SELECTOR:ap_entry32, with a 32-bit offset (0x66 0xEA).
+    .byte 0x66, 0xea
+    .long ap_entry32
+    .short CODE32_SELECTOR
+.balign 4
+ap_trampoline_gdt_pointer:
+    .short boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+.global ap_trampoline_end
+ap_trampoline_end:
+
+.code32
+ap_entry32:
+    mov ax, DATA_SELECTOR
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    ENTER_LONG_MODE
+    jmp fword ptr [ap_long_mode_target]
+
+.code64
+ap_long_mode_entry:
+    LOAD_DATA_SEGMENTS_64
+    mov rsp, [ap_stack_top]
+    xor ebp, ebp
+    call ap_main
+.Lap_halt:
+    cli
+    hlt
+    jmp .Lap_halt
+
 .section .rodata
 .balign 8
 boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF                  # 0x08: 64-bit code, ring 0
     .quad 0x00CF92000000FFFF                  # 0x10: flat data
+    .quad 0x00CF9A000000FFFF                  # 0x18: 32-bit code (the APs' way up)
 boot_gdt_end:
 boot_gdt_pointer:
     .short boot_gdt_end - boot_gdt - 1
     .long boot_gdt
 long_mode_target:
     .long long_mode_entry
+    .short CODE64_SELECTOR
+ap_long_mode_target:
+    .long ap_long_mode_entry
     .short CODE64_SELECTOR
 message_not_multiboot:
     .asciz "l1-test: FATAL: not started by a multiboot loader (EAX is not 0x2BADB002)\n"
@@ -210,3 +280,13 @@ interrupt_stack_top:
                       .skip 16 * 1024
 .global double_fault_stack_top
 double_fault_stack_top:
+
+# The APs' stacks (see descriptors.rs): a kernel, an interrupt and a
+# double-fault stack of 16 KiB each, for up to three APs.
+.balign 16
+.global ap_stacks
+ap_stacks:            .skip 3 * 3 * 16 * 1024
+ap_efer_bits:         .skip 4
+.balign 8
+.global ap_stack_top
+ap_stack_top:         .skip 8

@@ -1,4 +1,5 @@
-# Entry stubs for the 32 exceptions and the 16 PIC interrupts.
+# Entry stubs for the 32 exceptions, the 16 PIC interrupts and the IPI
+# vector (0x30) of the smp check.
 #
 # Each stub makes the stack look the same (a zero pushed where the CPU
 # pushes no error code, then the vector) and jumps to trap_common, which
@@ -58,6 +59,7 @@ TRAP_STUB 31, 0
 .irp vector, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47
 TRAP_STUB \vector, 0   # PIC IRQ (vector - 32)
 .endr
+TRAP_STUB 48, 0   # inter-processor interrupt (smp check)
 
 trap_common:
     push rax
@@ -105,6 +107,6 @@ trap_common:
 .balign 8
 .global trap_stub_table
 trap_stub_table:
-.irp vector, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47
+.irp vector, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48
     .quad trap_stub_\vector
 .endr

@@ -39,7 +39,7 @@ impl Tally {
 
 pub fn start(multiboot_info: u32, efer_nxe: bool) -> ! {
     uart::init();
-    descriptors::install();
+    descriptors::install(0);
     pic::init();
     let (start, end) = kernel_range();
     say!("booted by a multiboot loader (EAX {BOOTLOADER_MAGIC:#x}), kernel at {start:#x}-{end:#x}");

@@ -3,12 +3,14 @@
 //! An exception is either expected (a probe armed a recovery address,
 //! see arch/probe.rs) or the end of the run: it is reported with vector,
 //! error code and registers, and the kernel exits with `Crashed`.
-//! Interrupts come from the PIC; each is counted per IRQ and acknowledged.
+//! Interrupts come from the PIC, each counted per IRQ and acknowledged, or
+//! are the `smp` check's IPIs.
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use bare_metal::exceptions::mnemonic as exception_name;
 
+use super::checks;
 use super::devices::pic;
 use super::exit::{exit, ExitCode};
 use crate::arch::{cpu, probe};
@@ -79,6 +81,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
         }
         unexpected_exception(frame, cr2);
+    }
+    if vector == checks::smp::IPI_VECTOR {
+        checks::smp::ipi_received();
+        return;
     }
     let irq = vector - pic::MASTER_VECTOR_BASE;
     // A spurious IRQ 7/15 (the line dropped before the PIC could say

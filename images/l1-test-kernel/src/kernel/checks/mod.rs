@@ -8,6 +8,7 @@ mod memory;
 pub mod msr;
 mod pit;
 mod rtc;
+pub mod smp;
 
 use core::fmt;
 
@@ -84,6 +85,7 @@ pub fn run(check: Check, context: &Context) -> bool {
         Check::Pit => pit::run(context, &mut report),
         Check::Rtc => rtc::run(context, &mut report),
         Check::Memory => memory::run(context, &mut report),
+        Check::Smp => smp::run(context, &mut report),
     }
     report.finish()
 }
