@@ -143,3 +143,29 @@ fn without_tokens_the_control_plane_stays_off() {
     machine.expect("control_plane: off: no [shim] tokens are configured");
     machine.expect_exit(Exit::Failure);
 }
+
+/// With VMX the control plane is up while a guest runs (its registers mapped before the
+/// guest's monitor copies the shim's address space) and serves once the guest has ended.
+#[test]
+fn on_bochs_with_vmx_the_shim_serves_once_its_guest_has_ended() {
+    let scenario = matryoshka_tests::workspace::scenarios_dir().join("l1-test");
+    let text = std::fs::read_to_string(&scenario).expect("the l1-test scenario");
+    let shim_keys = format!("[shim]\nip = '10.0.2.15/24'\ntokens = ['role=admin,secret={ADMIN}']\n");
+    let text = text.replacen("[shim]\n", &shim_keys, 1);
+    let builder = ImageBuilder::scenario("l1-test").unwrap_or_else(|e| panic!("{e}"));
+    let builder = builder.config("scenarios/l1-test", &text).command_line("idle=serve");
+    let forward = HostForward::from_free_port(CONTROL_PORT).unwrap_or_else(|e| panic!("{e}"));
+    let mut machine =
+        boot_with(builder, MachineConfig { network: Some(forward), ..MachineConfig::new(Emulator::bochs()) });
+    machine.expect("control_plane: Intel 82540EM at");
+    machine.expect("guest l1-test: created");
+    machine.expect("[l1-test] l1-test: done: 6 passed, 0 failed");
+    machine.expect("guest l1-test: stopped (debug exit, status 1)");
+    machine.expect("control_plane: serving until the machine is switched off");
+    let admin = token_file(machine.dir.path(), "admin-token", ADMIN);
+    let (code, out, err) = netctl(&forward.address(), &admin, &["--retries", "20", "--json", "host"]);
+    assert_eq!(code, exit::OK, "{err}");
+    for feature in ["\"ept\"", "\"vpid\"", "\"unrestricted_guest\"", "\"preemption_timer\""] {
+        assert!(out.contains(feature), "no {feature} in {out}");
+    }
+}
