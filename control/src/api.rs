@@ -202,7 +202,7 @@ impl Router {
 
     /// Answers one request. `parked_deadline` is the deadline of an earlier `Reply::Later` for
     /// this same request, which the caller re-submits on later polls.
-    pub fn handle<B: GuestBackend>(
+    pub fn handle<B: GuestBackend + ?Sized>(
         &mut self,
         backend: &mut B,
         peer: IpAddr,
@@ -218,7 +218,7 @@ impl Router {
         reply
     }
 
-    fn dispatch<B: GuestBackend>(
+    fn dispatch<B: GuestBackend + ?Sized>(
         &mut self,
         backend: &mut B,
         peer: IpAddr,
@@ -263,7 +263,7 @@ impl Router {
         Reply::Now(response)
     }
 
-    fn guest_route<B: GuestBackend>(
+    fn guest_route<B: GuestBackend + ?Sized>(
         &mut self,
         backend: &mut B,
         route: Route,
@@ -305,7 +305,7 @@ impl Router {
         Ok(Reply::Now(response))
     }
 
-    fn console<B: GuestBackend>(
+    fn console<B: GuestBackend + ?Sized>(
         &self,
         backend: &B,
         name: &str,
@@ -339,7 +339,7 @@ impl Router {
         Ok(Reply::Now(response))
     }
 
-    fn metrics<B: GuestBackend>(&self, backend: &B, principal: &Principal) -> Response {
+    fn metrics<B: GuestBackend + ?Sized>(&self, backend: &B, principal: &Principal) -> Response {
         let guests: Vec<GuestSummary> =
             backend.guests().into_iter().filter(|g| principal.may_manage(g.tenant.as_deref())).collect();
         let stats: Vec<(GuestSummary, Option<GuestStats>)> = guests
@@ -357,7 +357,7 @@ impl Router {
     }
 }
 
-fn visible<B: GuestBackend>(backend: &B, principal: &Principal, name: &str) -> bool {
+fn visible<B: GuestBackend + ?Sized>(backend: &B, principal: &Principal, name: &str) -> bool {
     if !is_valid_guest_name(name) {
         return false;
     }
@@ -367,7 +367,7 @@ fn visible<B: GuestBackend>(backend: &B, principal: &Principal, name: &str) -> b
     }
 }
 
-fn create_guest<B: GuestBackend>(backend: &mut B, principal: &Principal, request: &Request) -> Response {
+fn create_guest<B: GuestBackend + ?Sized>(backend: &mut B, principal: &Principal, request: &Request) -> Response {
     let is_json = request.content_type.as_deref().is_none_or(|ct| {
         ct.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
     });

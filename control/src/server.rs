@@ -146,7 +146,7 @@ impl ControlServer {
 
     /// Does a bounded amount of work and returns: at most `max_packets_per_poll` received
     /// packets, one request step per connection, one pass of transmission.
-    pub fn poll<D: Device + ?Sized, B: GuestBackend>(
+    pub fn poll<D: Device + ?Sized, B: GuestBackend + ?Sized>(
         &mut self,
         now_ms: u64,
         device: &mut D,
@@ -176,7 +176,7 @@ impl ControlServer {
         PollStatus { more_work, next_poll_ms }
     }
 
-    fn serve_slot<B: GuestBackend>(&mut self, index: usize, now_ms: u64, backend: &mut B) {
+    fn serve_slot<B: GuestBackend + ?Sized>(&mut self, index: usize, now_ms: u64, backend: &mut B) {
         let config = self.config;
         let handle = self.slots[index].handle;
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
@@ -280,7 +280,10 @@ impl ControlServer {
                 }
             }
             Some(dhcpv4::Event::Deconfigured) => {
-                log::warn!("control: DHCP lease lost");
+                // The socket also reports this once at the start, before any lease.
+                if !self.iface.ip_addrs().is_empty() {
+                    log::warn!("control: DHCP lease lost");
+                }
                 self.iface.update_ip_addrs(|addrs| addrs.clear());
                 self.iface.routes_mut().remove_default_ipv4_route();
             }

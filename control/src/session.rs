@@ -102,7 +102,7 @@ impl Session {
     }
 
     /// Advances by at most one request.
-    pub fn step<B: GuestBackend>(&mut self, router: &mut Router, backend: &mut B, now_ms: u64) {
+    pub fn step<B: GuestBackend + ?Sized>(&mut self, router: &mut Router, backend: &mut B, now_ms: u64) {
         if self.closing || !self.output.is_empty() {
             return;
         }

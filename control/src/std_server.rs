@@ -41,14 +41,14 @@ impl StdServer {
     }
 
     /// Serves until `stop` is set, polling every millisecond.
-    pub fn run<B: GuestBackend>(&mut self, backend: &mut B, stop: &AtomicBool) {
+    pub fn run<B: GuestBackend + ?Sized>(&mut self, backend: &mut B, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             self.poll(backend);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
-    pub fn poll<B: GuestBackend>(&mut self, backend: &mut B) {
+    pub fn poll<B: GuestBackend + ?Sized>(&mut self, backend: &mut B) {
         let now_ms = self.started.elapsed().as_millis() as u64;
         while self.connections.len() < self.max_connections {
             match self.listener.accept() {
@@ -66,7 +66,7 @@ impl StdServer {
 }
 
 /// One bounded step for one connection; false once it is over.
-fn serve<B: GuestBackend>(
+fn serve<B: GuestBackend + ?Sized>(
     stream: &mut TcpStream,
     session: &mut Session,
     router: &mut Router,

@@ -19,6 +19,15 @@ pub enum ExitMethod {
     Qemu,
 }
 
+/// What the shim does once no guest runs any more (or none could start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleAction {
+    /// Report and end the machine (see [`ExitMethod`]).
+    PowerOff,
+    /// Keep serving the control API until the machine is switched off.
+    Serve,
+}
+
 /// Faults the shim provokes on purpose, so that tests can prove that its
 /// exception and panic reports work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +46,7 @@ pub struct BootOptions<'a> {
     /// Overrides the boot configuration's `log_level` when given.
     pub log_level: Option<LevelFilter>,
     pub exit: ExitMethod,
+    pub idle: IdleAction,
     /// The boot module that holds the boot configuration. When absent, the
     /// first module whose name ends in `.cfg` is used.
     pub config_module: Option<&'a str>,
@@ -61,6 +71,7 @@ impl Default for BootOptions<'_> {
         Self {
             log_level: None,
             exit: ExitMethod::Halt,
+            idle: IdleAction::PowerOff,
             config_module: None,
             self_test: None,
             monitor_faults: [None; MAX_MONITOR_FAULTS],
@@ -110,6 +121,11 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
                 "bochs" => options.exit = ExitMethod::Bochs,
                 "qemu" => options.exit = ExitMethod::Qemu,
                 _ => bad_value("halt, bochs or qemu"),
+            },
+            "idle" => match value {
+                "power-off" => options.idle = IdleAction::PowerOff,
+                "serve" => options.idle = IdleAction::Serve,
+                _ => bad_value("power-off or serve"),
             },
             "config" if value.is_empty() => bad_value("the name of a boot module"),
             "config" => options.config_module = Some(value),
@@ -170,11 +186,12 @@ mod tests {
     #[test]
     fn every_option_is_understood() {
         let (options, warnings) =
-            parse_collecting("/boot/l0-shim log=debug exit=bochs config=lab.cfg selftest=page-fault");
+            parse_collecting("/boot/l0-shim log=debug exit=bochs config=lab.cfg selftest=page-fault idle=serve");
         assert_eq!(parse_collecting("selftest=stack-overflow").0.self_test, Some(SelfTest::StackOverflow));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(options.log_level, Some(LevelFilter::Debug));
         assert_eq!(options.exit, ExitMethod::Bochs);
+        assert_eq!(options.idle, IdleAction::Serve);
         assert_eq!(options.config_module, Some("lab.cfg"));
         assert_eq!(options.self_test, Some(SelfTest::PageFault));
         let (options, warnings) = parse_collecting("monitor-fault=web:hang monitor-fault=db:page-fault");
@@ -192,7 +209,7 @@ mod tests {
     #[test]
     fn bad_words_are_named_and_defaults_kept() {
         let (options, warnings) = parse_collecting(
-            "log=loud exit=reboot speed=11 stray selftest=boom config= monitor-fault=web monitor-fault=:panic",
+            "log=loud exit=reboot speed=11 stray selftest=boom config= monitor-fault=web monitor-fault=:panic idle=nap",
         );
         assert_eq!(options, BootOptions::default());
         let text = warnings.join("\n");
@@ -205,10 +222,11 @@ mod tests {
             "config=: expected the name of a boot module",
             "monitor-fault=web: expected GUEST:page-fault",
             "monitor-fault=:panic: expected GUEST:page-fault",
+            "idle=nap: expected power-off or serve",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
-        assert_eq!(warnings.len(), 8);
+        assert_eq!(warnings.len(), 9);
     }
 
     #[test]

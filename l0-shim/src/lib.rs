@@ -14,4 +14,5 @@ pub mod layout;
 pub mod memory;
 pub mod monitor_image;
 pub mod monitor_space;
+pub mod net;
 pub mod text;

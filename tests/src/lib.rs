@@ -7,12 +7,13 @@
 //! what a person debugging needs: the last console lines, the Bochs log's
 //! VM-entry failure reasons, and the shim's backtraces resolved to functions.
 //!
-//! Every machine works in its own directory and opens no ports, so tests
-//! run in parallel without colliding.
+//! Every machine works in its own directory and opens no ports (except the
+//! one forwarded to a machine given a NIC, on 127.0.0.1, picked free), so
+//! tests run in parallel without colliding.
 
 pub mod image;
 pub mod machine;
 pub mod workspace;
 
 pub use image::{BootImage, ImageBuilder};
-pub use machine::{Emulator, Exit, Machine, MachineConfig};
+pub use machine::{Emulator, Exit, HostForward, Machine, MachineConfig, NicModel};

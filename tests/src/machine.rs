@@ -48,11 +48,52 @@ pub struct MachineConfig {
     pub memory_mib: u32,
     /// The machine is killed when it runs longer (wall time).
     pub timeout: Duration,
+    /// An e1000 NIC on the emulator's user-mode network (slirp), if any.
+    pub network: Option<HostForward>,
 }
 
 impl MachineConfig {
     pub fn new(emulator: Emulator) -> Self {
-        Self { emulator, memory_mib: 256, timeout: Duration::from_secs(120) }
+        Self { emulator, memory_mib: 256, timeout: Duration::from_secs(120), network: None }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that the emulator's user-mode network forwards to a port of the
+/// machine's address (10.0.2.15, what its DHCP server hands out first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostForward {
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub nic: NicModel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// The 82540EM, on both emulators.
+    E1000,
+    /// The 82574L: QEMU only.
+    E1000e,
+}
+
+/// The MAC address both emulators give their first NIC by default.
+pub const NIC_MAC: &str = "52:54:00:12:34:56";
+
+impl HostForward {
+    /// A forward from a port that was free a moment ago (the emulator binds it a little
+    /// later; another process taking it meanwhile makes the emulator fail to start).
+    pub fn from_free_port(guest_port: u16) -> Result<Self, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free local port: {e}"))?;
+        let host_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        Ok(Self { host_port, guest_port, nic: NicModel::E1000 })
+    }
+
+    pub fn with_nic(self, nic: NicModel) -> Self {
+        Self { nic, ..self }
+    }
+
+    /// Where the host reaches the forwarded port.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.host_port)
     }
 }
 
@@ -390,6 +431,24 @@ info: action=ignore
         serial = serial.display(),
         log = dir.join("bochs.log").display(),
     );
+    let rc = match &config.network {
+        Some(HostForward { nic: NicModel::E1000e, .. }) => return Err("Bochs emulates no 82574L (e1000e)".into()),
+        Some(forward) => {
+            let slirp = dir.join("slirp.conf");
+            // Bochs refuses a script whose first line is not "# slirp config".
+            // `restricted`: the machine reaches nothing beyond the emulator's own network.
+            let script = format!(
+                "# slirp config\nrestricted = 1\nnet = 10.0.2.0/24\nhost = 10.0.2.2\ndhcpstart = 10.0.2.15\nhostfwd = tcp:127.0.0.1:{}-:{}\n",
+                forward.host_port, forward.guest_port
+            );
+            fs::write(&slirp, script).map_err(|error| format!("writing {}: {error}", slirp.display()))?;
+            format!(
+                "{rc}pci: enabled=1, chipset=i440fx, slot1=e1000\ne1000: enabled=1, mac={NIC_MAC}, ethmod=slirp, script={}\n",
+                slirp.display()
+            )
+        }
+        None => rc,
+    };
     let rc_path = dir.join("bochsrc");
     fs::write(&rc_path, rc).map_err(|error| format!("writing {}: {error}", rc_path.display()))?;
     // The debugger is compiled into Debian's Bochs and stops before the
@@ -414,6 +473,21 @@ fn qemu_command(image: &BootImage, config: &MachineConfig, serial: &Path) -> Com
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()));
+    match &config.network {
+        Some(forward) => {
+            let netdev =
+                format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}", forward.host_port, forward.guest_port);
+            let device = match forward.nic {
+                NicModel::E1000 => "e1000",
+                NicModel::E1000e => "e1000e",
+            };
+            command.args(["-netdev", &netdev, "-device", &format!("{device},netdev=net0,mac={NIC_MAC}")]);
+        }
+        // QEMU's PC has an e1000 unless told otherwise.
+        None => {
+            command.args(["-nic", "none"]);
+        }
+    }
     command
 }
 

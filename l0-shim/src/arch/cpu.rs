@@ -184,6 +184,40 @@ pub unsafe fn inb(port: u16) -> u8 {
     value
 }
 
+/// # Safety
+/// See [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// # Safety
+/// See [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // Safe because the caller upholds this function's contract.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// A random number from the CPU's generator, if it has one (CPUID.1:ECX bit 30) and it
+/// delivers within a few tries (RDRAND may fail transiently under load).
+pub fn rdrand() -> Option<u64> {
+    const RDRAND: u32 = 1 << 30;
+    if cpuid(1, 0).ecx & RDRAND == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let (value, ok): (u64, u8);
+        // Safe because CPUID says the instruction exists; it only writes the registers named.
+        unsafe { asm!("rdrand {}", "setc {}", out(reg) value, out(reg_byte) ok, options(nomem, nostack)) };
+        if ok != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// Bochs's "magic breakpoint": `xchg bx, bx` is a no-op on real hardware;
 /// Bochs with `magic_break: enabled=1` stops in its debugger there, which the
 /// harness answers with `quit` for a clean exit.

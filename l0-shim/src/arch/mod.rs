@@ -5,6 +5,8 @@
 pub mod cpu;
 pub mod descriptors;
 pub mod local_apic;
+pub mod mmio;
+pub mod pci;
 pub mod ring3;
 pub mod serial;
 pub mod vmx_instructions;

@@ -3,7 +3,7 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use l0_shim::boot_options::{self, BootOptions, SelfTest};
+use l0_shim::boot_options::{self, BootOptions, IdleAction, SelfTest};
 use l0_shim::layout::phys_to_virt;
 use log::{error, info, warn, LevelFilter};
 use multiboot2::{BootInformation, BootInformationHeader};
@@ -11,6 +11,7 @@ use multiboot2::{BootInformation, BootInformationHeader};
 use crate::arch::cpu::rdtsc;
 use crate::arch::local_apic;
 use crate::kernel::configuration::{self, Configuration};
+use crate::kernel::control_plane::{ControlPlane, NoGuests};
 use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
 use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
@@ -77,6 +78,13 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         }
     }
 
+    // Started before the guests, so that it can be polled while they run.
+    let settings = match &configuration {
+        Configuration::Loaded { parsed, .. } => parsed.config.shim.clone(),
+        _ => matryoshka_config::ShimSettings::default(),
+    };
+    let mut control = ControlPlane::start(&settings);
+
     let clean = vmx.is_ok() && configuration.is_clean();
     let mut summaries = Vec::new();
     if let Configuration::Loaded { file, parsed } = &configuration {
@@ -107,6 +115,18 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     }
     for line in summaries {
         crate::println!("{line}");
+    }
+    if options.idle == IdleAction::Serve {
+        match &mut control {
+            Some(control) => {
+                let reason = match &vmx {
+                    Ok(_) => "guests created over the API are not run yet".into(),
+                    Err(error) => format!("no VMX: {error}"),
+                };
+                control.serve_forever(&mut NoGuests { reason, vmx: vmx.as_ref().ok().copied() });
+            }
+            None => warn!("idle=serve: there is no control plane to serve (see above)"),
+        }
     }
     power_off(if clean { Outcome::Success } else { Outcome::Failure })
 }

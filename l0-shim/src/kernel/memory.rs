@@ -12,7 +12,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use l0_shim::boot_info::{self, BootInfo, BootInfoError};
-use l0_shim::layout::{phys_to_virt, BOOT_DIRECT_MAP_SIZE, KERNEL_VIRT_OFFSET};
+use l0_shim::layout::{phys_to_virt, BOOT_DIRECT_MAP_SIZE, KERNEL_VIRT_OFFSET, MMIO_WINDOW_BASE, MMIO_WINDOW_SIZE};
 use l0_shim::memory::{
     choose_region, FrameAllocator, MapError, PageSize, PageTableBuilder, PhysAddr, PhysMemory, PhysRange, X86Flags,
     X86Paging, FRAME_SIZE,
@@ -34,6 +34,8 @@ static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
 static HEAP_VIRT: AtomicU64 = AtomicU64::new(0);
 /// The shim's own top-level page table.
 static SHIM_ROOT: AtomicU64 = AtomicU64::new(0);
+/// The next free address in the MMIO window.
+static MMIO_NEXT: AtomicU64 = AtomicU64::new(MMIO_WINDOW_BASE);
 
 extern "C" {
     static __kernel_phys_start: u8;
@@ -213,6 +215,45 @@ pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
 /// The shim's own page tables (what CR3 holds outside the monitors).
 pub fn shim_root() -> PhysAddr {
     PhysAddr::new(SHIM_ROOT.load(Ordering::Relaxed))
+}
+
+#[derive(Debug)]
+pub enum MmioMapError {
+    WindowFull,
+    PageTables(MapError),
+}
+
+impl core::fmt::Display for MmioMapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::WindowFull => write!(f, "the {} GiB MMIO window is full", MMIO_WINDOW_SIZE >> 30),
+            Self::PageTables(error) => write!(f, "mapping device registers: {error:?}"),
+        }
+    }
+}
+
+/// Maps a device's registers at `range` into the MMIO window, uncached (PCD and PWT:
+/// the power-on PAT's UC entry, which the shim keeps), and returns the virtual address of
+/// `range.start`. Mappings are for good: devices are set up once at boot.
+pub fn map_mmio(range: PhysRange) -> Result<u64, MmioMapError> {
+    let pages = range.grow_to(FRAME_SIZE);
+    let virt = MMIO_NEXT.fetch_add(pages.len(), Ordering::Relaxed);
+    if virt.checked_add(pages.len()).is_none_or(|end| end > MMIO_WINDOW_BASE + MMIO_WINDOW_SIZE) {
+        return Err(MmioMapError::WindowFull);
+    }
+    let flags = X86Flags::WRITABLE
+        | X86Flags::NO_EXECUTE
+        | X86Flags::GLOBAL
+        | X86Flags::CACHE_DISABLE
+        | X86Flags::WRITE_THROUGH;
+    with_frames(|frames| {
+        let mut memory = DirectMap;
+        let mut tables = PageTableBuilder::<X86Paging, _, _>::with_root(&mut memory, frames, shim_root())?;
+        // Fresh addresses: no stale translation can be cached for them, so no flush.
+        tables.map_range(virt, pages.start, pages.len(), flags, PageSize::Size4K)
+    })
+    .map_err(MmioMapError::PageTables)?;
+    Ok(virt + (range.start.as_u64() - pages.start.as_u64()))
 }
 
 impl l0_shim::monitor_space::FrameContents for DirectMap {

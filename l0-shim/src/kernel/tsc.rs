@@ -51,3 +51,17 @@ fn calibrate() -> u64 {
     };
     ticks * PIT_HZ / u64::from(CALIBRATION_COUNT) / 1000
 }
+
+/// Milliseconds since the TSC was reset (power-on): a monotonic clock on the one CPU the
+/// shim runs on. Under Bochs with `clock: sync=none` it is emulated time.
+pub fn now_ms() -> u64 {
+    (u128::from(rdtsc()) / u128::from(khz().max(1))) as u64
+}
+
+/// Busy-waits at least `us` microseconds.
+pub fn wait_us(us: u32) {
+    let end = rdtsc().saturating_add(u64::from(us) * khz() / 1000 + 1);
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}

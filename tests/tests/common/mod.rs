@@ -17,9 +17,14 @@ pub struct Booted {
 
 /// Builds `builder` with the exit option for `emulator` and boots it.
 pub fn boot(builder: ImageBuilder, emulator: Emulator) -> Booted {
+    boot_with(builder, MachineConfig { timeout: Duration::from_secs(120), ..MachineConfig::new(emulator) })
+}
+
+/// As [`boot`], on a machine configured by `config`.
+pub fn boot_with(builder: ImageBuilder, config: MachineConfig) -> Booted {
     let dir = tempfile::Builder::new().prefix("matryoshka-test-").tempdir().expect("temporary directory");
-    let image = builder.command_line(emulator.shim_exit_option()).build(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let config = MachineConfig { timeout: Duration::from_secs(120), ..MachineConfig::new(emulator) };
+    let image =
+        builder.command_line(config.emulator.shim_exit_option()).build(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let machine = Machine::boot(&image, &config, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     Booted { machine, image, dir }
 }

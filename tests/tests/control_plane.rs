@@ -1,0 +1,171 @@
+//! The shim's control plane end to end: the shim finds the emulator's e1000, brings it up,
+//! gets an address, and netctl on the host reaches the control server through the
+//! emulator's user-mode network. QEMU needs no VMX for this, so the shim serves without
+//! guests (`idle=serve`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{boot, boot_with, Booted};
+use matryoshka_tests::{Emulator, Exit, HostForward, ImageBuilder, MachineConfig, NicModel};
+use netctl::exit;
+
+const ADMIN: &str = "admin-secret-for-the-e2e-test";
+const ACME: &str = "acme-secret-for-the-e2e-test";
+const CONTROL_PORT: u16 = 7000;
+
+fn boot_config(ip_keys: &str) -> String {
+    format!("[shim]\n{ip_keys}\ntokens = ['role=admin,secret={ADMIN}', 'tenant=acme,secret={ACME}']\n")
+}
+
+fn token_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).expect("writing a token file");
+    path
+}
+
+/// Runs netctl as a user would, returning its exit code, stdout and stderr.
+fn netctl(host: &str, token: &Path, words: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["netctl".to_string(), "--host".into(), host.into(), "--token-file".into()];
+    args.push(token.display().to_string());
+    args.extend(words.iter().map(|word| word.to_string()));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = netctl::run(args, &mut out, &mut err);
+    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+}
+
+/// Boots a shim with a NIC whose control port the host reaches at the returned address.
+fn boot_serving(emulator: Emulator, nic: NicModel, ip_keys: &str) -> (Booted, String) {
+    let forward = HostForward::from_free_port(CONTROL_PORT).unwrap_or_else(|e| panic!("{e}")).with_nic(nic);
+    let config = MachineConfig { network: Some(forward), ..MachineConfig::new(emulator) };
+    let builder = ImageBuilder::new().config("control.cfg", &boot_config(ip_keys)).command_line("idle=serve");
+    (boot_with(builder, config), forward.address())
+}
+
+/// What every emulator must get right: admin and tenant tokens work, a wrong token is
+/// refused with 401, and the metrics answer. Returns the mean round trip of `netctl host`.
+fn exercise_the_api(machine: &mut Booted, host: &str) -> Duration {
+    let dir = machine.dir.path().to_path_buf();
+    let admin = token_file(&dir, "admin-token", ADMIN);
+    let acme = token_file(&dir, "acme-token", ACME);
+    let wrong = token_file(&dir, "wrong-token", "not-a-token-of-this-shim");
+
+    // The first request may still meet the port before the shim listens: netctl retries.
+    let (code, out, err) = netctl(host, &admin, &["--retries", "20", "--json", "host"]);
+    assert_eq!(code, exit::OK, "netctl host: {err}\n{}", machine.machine.failure("netctl host failed"));
+    assert!(out.contains(&format!("\"version\":\"{}\"", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(out.contains("\"free_memory_bytes\""), "{out}");
+
+    let (code, out, err) = netctl(host, &admin, &["list"]);
+    assert_eq!(code, exit::OK, "netctl list: {err}");
+    assert!(!out.contains("acme"), "a shim without guests listed one:\n{out}");
+    let (code, _, err) = netctl(host, &acme, &["--json", "list"]);
+    assert_eq!(code, exit::OK, "netctl list as a tenant: {err}");
+
+    let (code, _, err) = netctl(host, &wrong, &["list"]);
+    assert_eq!(code, exit::AUTH, "a wrong token: {err}");
+    assert!(err.contains("401"), "{err}");
+
+    let (code, out, err) = netctl(host, &admin, &["metrics"]);
+    assert_eq!(code, exit::OK, "netctl metrics: {err}");
+    assert!(out.contains("matryoshka_host_memory_free_bytes"), "{out}");
+
+    // Without VMX the shim cannot run guests, and says so.
+    let cfg = dir.join("guest.cfg");
+    std::fs::write(&cfg, "name = 'web'\nmemory = 16\nkernel = 'none'\n").unwrap();
+    let (code, _, err) = netctl(host, &admin, &["create", cfg.to_str().unwrap()]);
+    assert_eq!(code, exit::REFUSED, "{err}");
+    assert!(err.contains("501") && err.contains("runs no guests"), "{err}");
+
+    const ROUND_TRIPS: u32 = 20;
+    let started = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        let (code, _, err) = netctl(host, &admin, &["host"]);
+        assert_eq!(code, exit::OK, "{err}");
+    }
+    started.elapsed() / ROUND_TRIPS
+}
+
+#[test]
+fn netctl_reaches_the_control_server_over_the_e1000_on_qemu() {
+    let (mut machine, host) = boot_serving(Emulator::Qemu, NicModel::E1000, "ip = 'dhcp'");
+    let nic = machine.expect("control_plane: Intel 82540EM at");
+    assert!(nic.ends_with("MAC 52:54:00:12:34:56, link up"), "{nic}");
+    machine.expect("control_plane: port 7000, address by DHCP, 1 admin and 1 tenant token(s)");
+    machine.expect("control_plane: listening on 10.0.2.15:7000");
+    let round_trip = exercise_the_api(&mut machine, &host);
+    println!("QEMU: netctl host round trip {:.2} ms (mean of 20, new connection each)", round_trip.as_secs_f64() * 1e3);
+    // The shim logs the refused attempt, without the token.
+    machine.expect("control: refused a request from 10.0.2.2");
+    assert!(!machine.machine.console().contains("not-a-token-of-this-shim"));
+    assert!(!machine.machine.console().contains(ADMIN));
+}
+
+#[test]
+fn the_control_server_takes_a_static_address_on_bochs() {
+    let (mut machine, host) =
+        boot_serving(Emulator::bochs(), NicModel::E1000, "ip = '10.0.2.15/24'\ngateway = '10.0.2.2'");
+    machine.expect("control_plane: Intel 82540EM at");
+    machine.expect("control_plane: port 7000, address by 10.0.2.15/24, gateway 10.0.2.2");
+    machine.expect("control_plane: listening on 10.0.2.15:7000");
+    let round_trip = exercise_the_api(&mut machine, &host);
+    println!(
+        "Bochs: netctl host round trip {:.2} ms (mean of 20, new connection each)",
+        round_trip.as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+fn the_82574l_works_the_same_on_qemu() {
+    let (mut machine, host) = boot_serving(Emulator::Qemu, NicModel::E1000e, "ip = 'dhcp'");
+    machine.expect("control_plane: Intel 82574L at");
+    machine.expect("control_plane: listening on 10.0.2.15:7000");
+    exercise_the_api(&mut machine, &host);
+}
+
+#[test]
+fn without_a_nic_the_shim_says_so_and_does_not_serve() {
+    let builder = ImageBuilder::new().config("control.cfg", &boot_config("")).command_line("idle=serve");
+    let mut machine = boot(builder, Emulator::Qemu);
+    machine.expect("control_plane: off: no supported NIC among");
+    machine.expect("idle=serve: there is no control plane to serve");
+    // No VMX under QEMU: the shim reports a failure.
+    machine.expect_exit(Exit::Failure);
+}
+
+#[test]
+fn without_tokens_the_control_plane_stays_off() {
+    let forward = HostForward::from_free_port(CONTROL_PORT).unwrap();
+    let config = MachineConfig { network: Some(forward), ..MachineConfig::new(Emulator::Qemu) };
+    let mut machine = boot_with(ImageBuilder::new().config("control.cfg", "[shim]\nip = 'dhcp'\n"), config);
+    machine.expect("control_plane: off: no [shim] tokens are configured");
+    machine.expect_exit(Exit::Failure);
+}
+
+/// With VMX the control plane is up while a guest runs (its registers mapped before the
+/// guest's monitor copies the shim's address space) and serves once the guest has ended.
+#[test]
+fn on_bochs_with_vmx_the_shim_serves_once_its_guest_has_ended() {
+    let scenario = matryoshka_tests::workspace::scenarios_dir().join("l1-test");
+    let text = std::fs::read_to_string(&scenario).expect("the l1-test scenario");
+    let shim_keys = format!("[shim]\nip = '10.0.2.15/24'\ntokens = ['role=admin,secret={ADMIN}']\n");
+    let text = text.replacen("[shim]\n", &shim_keys, 1);
+    let builder = ImageBuilder::scenario("l1-test").unwrap_or_else(|e| panic!("{e}"));
+    let builder = builder.config("scenarios/l1-test", &text).command_line("idle=serve");
+    let forward = HostForward::from_free_port(CONTROL_PORT).unwrap_or_else(|e| panic!("{e}"));
+    let mut machine =
+        boot_with(builder, MachineConfig { network: Some(forward), ..MachineConfig::new(Emulator::bochs()) });
+    machine.expect("control_plane: Intel 82540EM at");
+    machine.expect("guest l1-test: created");
+    machine.expect("[l1-test] l1-test: done: 6 passed, 0 failed");
+    machine.expect("guest l1-test: stopped (debug exit, status 1)");
+    machine.expect("control_plane: serving until the machine is switched off");
+    let admin = token_file(machine.dir.path(), "admin-token", ADMIN);
+    let (code, out, err) = netctl(&forward.address(), &admin, &["--retries", "20", "--json", "host"]);
+    assert_eq!(code, exit::OK, "{err}");
+    for feature in ["\"ept\"", "\"vpid\"", "\"unrestricted_guest\"", "\"preemption_timer\""] {
+        assert!(out.contains(feature), "no {feature} in {out}");
+    }
+}
