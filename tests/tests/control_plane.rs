@@ -14,6 +14,7 @@ use netctl::exit;
 
 const ADMIN: &str = "admin-secret-for-the-e2e-test";
 const ACME: &str = "acme-secret-for-the-e2e-test";
+const OTHER: &str = "other-secret-for-the-e2e-test";
 const CONTROL_PORT: u16 = 7000;
 
 fn boot_config(ip_keys: &str) -> String {
@@ -168,4 +169,87 @@ fn on_bochs_with_vmx_the_shim_serves_once_its_guest_has_ended() {
     for feature in ["\"ept\"", "\"vpid\"", "\"unrestricted_guest\"", "\"preemption_timer\""] {
         assert!(out.contains(feature), "no {feature} in {out}");
     }
+}
+
+/// The `next_offset` of the last chunk `netctl --json console` printed.
+fn console_end(host: &str, token: &Path, guest: &str) -> u64 {
+    let (code, out, err) = netctl(host, token, &["--json", "console", guest]);
+    assert_eq!(code, exit::OK, "netctl console {guest}: {err}");
+    let last = out.lines().last().unwrap_or_else(|| panic!("no console chunk for {guest}"));
+    let chunk: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    chunk["next_offset"].as_u64().unwrap_or_else(|| panic!("no next_offset in {last}"))
+}
+
+#[test]
+fn netctl_manages_running_guests_on_bochs() {
+    // Two tenants' guests run long computations; the API is served between
+    // their time slices.
+    let guests = "\n[guest]\nname = 'web'\nmemory = 16\nkernel = 'l1-test'\ntenant = 'acme'\ncmdline = 'work=1000'\n\
+                  \n[guest]\nname = 'db'\nmemory = 16\nkernel = 'l1-test'\ntenant = 'other'\ncmdline = 'work=1000'\n";
+    let config_text = format!(
+        "[shim]\nip = '10.0.2.15/24'\ntokens = ['role=admin,secret={ADMIN}', 'tenant=acme,secret={ACME}', \
+         'tenant=other,secret={OTHER}']\n{guests}"
+    );
+    let forward = HostForward::from_free_port(CONTROL_PORT).unwrap_or_else(|e| panic!("{e}")).with_nic(NicModel::E1000);
+    let config = MachineConfig {
+        network: Some(forward),
+        timeout: Duration::from_secs(240),
+        ..MachineConfig::new(Emulator::bochs())
+    };
+    matryoshka_tests::workspace::ensure_module_built("l1-test").unwrap_or_else(|e| panic!("{e}"));
+    let kernel = matryoshka_tests::workspace::guest_build_dir().join("l1-test");
+    let builder = ImageBuilder::new().config("lab.cfg", &config_text).module("l1-test", kernel);
+    let mut machine = boot_with(builder, config);
+    let host = forward.address();
+    machine.expect("control_plane: listening on 10.0.2.15:7000");
+    machine.expect("[web] l1-test: work 1/1000");
+    let dir = machine.dir.path().to_path_buf();
+    let admin = token_file(&dir, "admin-token", ADMIN);
+    let acme = token_file(&dir, "acme-token", ACME);
+
+    let (code, out, err) = netctl(&host, &admin, &["--retries", "20", "list"]);
+    assert_eq!(code, exit::OK, "netctl list: {err}\n{}", machine.machine.failure("list failed"));
+    assert!(out.contains("web") && out.contains("db") && out.contains("running"), "{out}");
+
+    // A tenant sees its own guest only; the other's answers 404.
+    let (code, out, err) = netctl(&host, &acme, &["list"]);
+    assert_eq!(code, exit::OK, "{err}");
+    assert!(out.contains("web") && !out.contains("db"), "{out}");
+    for words in [&["info", "db"][..], &["console", "db"], &["pause", "db"], &["stats", "db"]] {
+        let (code, _, err) = netctl(&host, &acme, words);
+        assert_eq!(code, exit::NOT_FOUND, "acme {words:?}: {err}");
+    }
+
+    // Paused, its console stands still; resumed, it goes on.
+    let (code, out, err) = netctl(&host, &acme, &["pause", "web"]);
+    assert_eq!(code, exit::OK, "pause: {err}");
+    assert!(out.contains("paused"), "{out}");
+    let paused_at = console_end(&host, &acme, "web");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(console_end(&host, &acme, "web"), paused_at, "the console of a paused guest advanced");
+    let (code, _, err) = netctl(&host, &acme, &["pause", "web"]);
+    assert_eq!(code, exit::CONFLICT, "pausing twice: {err}");
+    let (code, _, err) = netctl(&host, &acme, &["resume", "web"]);
+    assert_eq!(code, exit::OK, "resume: {err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while console_end(&host, &acme, "web") == paused_at {
+        assert!(Instant::now() < deadline, "the console did not advance after resume");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let (code, out, err) = netctl(&host, &acme, &["--json", "stats", "web"]);
+    assert_eq!(code, exit::OK, "stats: {err}");
+    assert!(out.contains("\"reason\":\"io_instruction\""), "{out}");
+    let (code, out, err) = netctl(&host, &admin, &["metrics"]);
+    assert_eq!(code, exit::OK, "metrics: {err}");
+    assert!(out.contains("guest=\"web\""), "{out}");
+
+    // Destroyed, both end with the reason, and the shim stops.
+    for guest in ["web", "db"] {
+        let (code, _, err) = netctl(&host, &admin, &["destroy", guest]);
+        assert_eq!(code, exit::OK, "destroy {guest}: {err}");
+    }
+    machine.expect("guest web: stopped (destroyed over the control API)");
+    machine.expect("guest db: stopped (destroyed over the control API)");
+    machine.expect_exit(Exit::Success);
 }

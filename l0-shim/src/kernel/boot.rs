@@ -12,6 +12,7 @@ use crate::arch::cpu::rdtsc;
 use crate::arch::local_apic;
 use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::control_plane::{ControlPlane, NoGuests};
+use crate::kernel::guest_api::GuestTable;
 use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
 use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
@@ -87,8 +88,9 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
 
     let clean = vmx.is_ok() && configuration.is_clean();
     let mut summaries = Vec::new();
+    // Kept after they end: the control API still reports them.
+    let mut guests = Vec::new();
     if let Configuration::Loaded { file, parsed } = &configuration {
-        let mut guests = Vec::new();
         for (index, config) in parsed.config.guests.iter().enumerate() {
             let created = match &vmx {
                 Ok(capabilities) => {
@@ -106,7 +108,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
             }
         }
         if let Ok(capabilities) = &vmx {
-            summaries.extend(guests::run_all(guests, &boot, capabilities));
+            summaries.extend(guests::run_all(&mut guests, &boot, capabilities, control.as_mut()));
         }
         for guest in &parsed.rejected_guests {
             let name = guest.name.as_deref().unwrap_or("(unnamed)");
@@ -118,13 +120,15 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     }
     if options.idle == IdleAction::Serve {
         match &mut control {
-            Some(control) => {
-                let reason = match &vmx {
-                    Ok(_) => "guests created over the API are not run yet".into(),
-                    Err(error) => format!("no VMX: {error}"),
-                };
-                control.serve_forever(&mut NoGuests { reason, vmx: vmx.as_ref().ok().copied() });
-            }
+            Some(control) => match &vmx {
+                // The guests have ended; the API still shows them, their
+                // consoles and why they stopped.
+                Ok(capabilities) => control.serve_forever(&mut GuestTable::new(&mut guests, capabilities, false)),
+                Err(error) => {
+                    let reason = format!("no VMX: {error}");
+                    control.serve_forever(&mut NoGuests { reason, vmx: None });
+                }
+            },
             None => warn!("idle=serve: there is no control plane to serve (see above)"),
         }
     }

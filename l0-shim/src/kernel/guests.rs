@@ -11,6 +11,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use console_ring::ConsoleBuffer;
 use l0_shim::boot_info::BootInfo;
 use l0_shim::text::printable;
 use log::{info, warn};
@@ -23,6 +24,8 @@ use vmx::vmcs::{Control64, GuestNatural};
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::vmx_instructions::GuestRegisters;
+use crate::kernel::control_plane::ControlPlane;
+use crate::kernel::guest_api::GuestTable;
 use crate::kernel::guest_ram::GuestRam;
 use crate::kernel::monitor::{MachineFacts, Monitor};
 use crate::kernel::monitor_channel::{self, Next, Output};
@@ -39,17 +42,28 @@ const TIME_SLICE_TICKS: u64 = 500_000;
 const GUEST_WALL_CLOCK: u64 = 1_767_225_600;
 /// Longest console line mirrored at once; longer ones are split.
 const MAX_CONSOLE_LINE: usize = 512;
+/// Console bytes each guest keeps for the control API.
+const CONSOLE_BYTES_KEPT: usize = 64 * 1024;
+/// Basic exit reasons counted one by one (SDM appendix C defines 0-79).
+const EXIT_REASONS: usize = 80;
 
 /// Where a guest is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestState {
     /// Its vCPUs run or wait (see [`VcpuState`]).
     Running,
+    /// Stopped over the control API until it is resumed: none of its
+    /// vCPUs runs, its time (TSC) goes on.
+    Paused,
     /// Ended: the summary state word and why.
     Ended { state: &'static str, reason: String },
     /// Ended, and to be started again from its configuration (its
     /// `on_reboot`, `on_poweroff` or `on_crash` says `restart`).
-    Restarting { reason: String },
+    Restarting {
+        reason: String,
+        /// Asked for over the control API: not counted as a restart loop.
+        requested: bool,
+    },
 }
 
 /// Where one vCPU of a running guest is.
@@ -86,6 +100,11 @@ pub struct Guest {
     /// exit (its next timer event), if any.
     deadline_tsc: Option<u64>,
     console_line: Vec<u8>,
+    /// What the guest wrote to its console, for the control API.
+    pub console: ConsoleBuffer,
+    /// VM exits by basic exit reason.
+    exit_counts: Vec<u64>,
+    created_at_tsc: u64,
     /// The last answer kicked another vCPU: the running one yields.
     kicked_another: bool,
     pub exits: u64,
@@ -140,6 +159,9 @@ impl Guest {
             state: GuestState::Running,
             deadline_tsc: None,
             console_line: Vec::new(),
+            console: ConsoleBuffer::new(CONSOLE_BYTES_KEPT),
+            exit_counts: alloc::vec![0; EXIT_REASONS],
+            created_at_tsc: rdtsc(),
             kicked_another: false,
             exits: 0,
         };
@@ -207,7 +229,11 @@ impl Guest {
             return;
         }
         self.exits += 1;
-        let event = Event::Exit(monitor_channel::snapshot_exit(index as u32, &vcpu.registers));
+        let exit = monitor_channel::snapshot_exit(index as u32, &vcpu.registers);
+        if let Some(count) = self.exit_counts.get_mut(usize::from(exit.exit_reason as u16)) {
+            *count += 1;
+        }
+        let event = Event::Exit(exit);
         self.ask_monitor(index, &event);
     }
 
@@ -295,7 +321,7 @@ impl Guest {
                 if action == LifecycleAction::Restart {
                     self.flush_console();
                     info!("guest {}: {state} ({reason}); restarting, as configured", self.name);
-                    self.state = GuestState::Restarting { reason };
+                    self.state = GuestState::Restarting { reason, requested: false };
                 } else {
                     self.end(state, reason);
                 }
@@ -306,6 +332,7 @@ impl Guest {
     /// Mirrors the guest's console to the shim's, a line at a time with
     /// the guest's name in front.
     fn mirror_console(&mut self, bytes: &[u8]) {
+        self.console.extend(bytes);
         for &byte in bytes {
             match byte {
                 b'\n' => self.flush_console(),
@@ -333,6 +360,36 @@ impl Guest {
 
     pub fn ram_mib(&self) -> u64 {
         self.ram.host_range().len() >> 20
+    }
+
+    pub fn config(&self) -> &GuestConfig {
+        &self.config
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        rdtsc().saturating_sub(self.created_at_tsc) / tsc::khz().max(1)
+    }
+
+    pub fn monitor_memory_bytes(&self) -> u64 {
+        self.monitor.memory_bytes()
+    }
+
+    /// (basic exit reason, count) for every reason seen.
+    pub fn exit_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.exit_counts
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(reason, count)| (reason as u16, *count))
+    }
+
+    /// Ends the guest from outside (the control API's destroy).
+    pub fn destroy(&mut self, why: &str) {
+        self.end("stopped", why.into());
     }
 }
 
@@ -387,8 +444,14 @@ fn ticks_from_ns(ns: u64) -> u64 {
 /// its monitor. When no vCPU can run, the CPU waits (spins on the TSC: the
 /// shim takes no interrupts yet) for the earliest deadline. A guest whose
 /// configuration says `restart` for how it ended is created again in its
-/// place.
-pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabilities) -> Vec<String> {
+/// place. The control plane, if any, is polled after every round and while
+/// the CPU waits: its requests pause, resume, reset or destroy guests.
+pub fn run_all(
+    guests: &mut [Guest],
+    boot: &BootInfo,
+    capabilities: &'static VmxCapabilities,
+    mut control: Option<&mut ControlPlane>,
+) -> Vec<String> {
     // Guests whose restart failed: their place holds the reason instead.
     let mut gone: Vec<Option<String>> = guests.iter().map(|_| None).collect();
     // The vCPU (guest, index) whose directly-accessed MSRs the CPU holds.
@@ -400,12 +463,14 @@ pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabi
         for index in 0..guests.len() {
             match guests[index].state.clone() {
                 GuestState::Ended { .. } => continue,
-                GuestState::Restarting { reason } => {
+                // Nothing runs, but the control API may resume it.
+                GuestState::Paused => live = true,
+                GuestState::Restarting { reason, requested } => {
                     if msr_owner.is_some_and(|(owner, _)| owner == index) {
                         // Its MSRs die with it; nobody else's are lost.
                         msr_owner = None;
                     }
-                    match restart(&mut guests[index], reason, boot, capabilities) {
+                    match restart(&mut guests[index], reason, requested, boot, capabilities) {
                         Ok(()) => live = true,
                         Err(summary) => gone[index] = Some(summary),
                     }
@@ -420,7 +485,7 @@ pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabi
                         match (slot.state, slot.kicked) {
                             (VcpuState::Runnable, _) => {
                                 busy = true;
-                                switch_msrs(&mut guests, &mut msr_owner, (index, vcpu));
+                                switch_msrs(guests, &mut msr_owner, (index, vcpu));
                                 guests[index].run_turn(vcpu);
                             }
                             (VcpuState::Halted { .. }, true) => {
@@ -444,13 +509,29 @@ pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabi
                 }
             }
         }
+        if let Some(control) = control.as_deref_mut() {
+            control.poll(&mut GuestTable::new(guests, capabilities, true));
+        }
         if !live {
             break;
         }
-        if let (false, Some(wake)) = (busy, earliest_wake) {
-            while rdtsc() < wake {
-                core::hint::spin_loop();
+        if busy {
+            continue;
+        }
+        match (control.as_deref_mut(), earliest_wake) {
+            (None, Some(wake)) => {
+                while rdtsc() < wake {
+                    core::hint::spin_loop();
+                }
             }
+            // Requests may change what can run: wait briefly, then look again.
+            (Some(control), wake) => {
+                let status = control.poll(&mut GuestTable::new(guests, capabilities, true));
+                if !status.more_work && wake.is_none_or(|wake| rdtsc() < wake) {
+                    tsc::wait_us(IDLE_POLL_US);
+                }
+            }
+            (None, None) => {}
         }
     }
     guests
@@ -464,6 +545,10 @@ pub fn run_all(mut guests: Vec<Guest>, boot: &BootInfo, capabilities: &VmxCapabi
         .collect()
 }
 
+/// How long the CPU waits between polls of the control plane when no vCPU
+/// can run.
+const IDLE_POLL_US: u32 = 100;
+
 /// A guest that restarts this often within [`RESTART_WINDOW_MS`] is in a
 /// restart loop and is stopped.
 const MAX_RESTARTS: usize = 3;
@@ -471,10 +556,16 @@ const RESTART_WINDOW_MS: u64 = 60_000;
 
 /// Replaces `guest` by a fresh one from its configuration. On failure the
 /// guest stays ended and the error is its summary line.
-fn restart(guest: &mut Guest, reason: String, boot: &BootInfo, capabilities: &VmxCapabilities) -> Result<(), String> {
+fn restart(
+    guest: &mut Guest,
+    reason: String,
+    requested: bool,
+    boot: &BootInfo,
+    capabilities: &VmxCapabilities,
+) -> Result<(), String> {
     let window_start = rdtsc().saturating_sub(RESTART_WINDOW_MS.saturating_mul(tsc::khz()));
     let mut restarts: Vec<u64> = guest.restarts.iter().copied().filter(|&at| at >= window_start).collect();
-    if restarts.len() >= MAX_RESTARTS {
+    if !requested && restarts.len() >= MAX_RESTARTS {
         let why =
             format!("{} restarts within {} s, the last after: {reason}", restarts.len(), RESTART_WINDOW_MS / 1000);
         guest.end("failed", why);
@@ -486,9 +577,16 @@ fn restart(guest: &mut Guest, reason: String, boot: &BootInfo, capabilities: &Vm
     let (config, vpid, test_hook) = (guest.config.clone(), guest.vpid, guest.test_hook);
     match Guest::create(&config, boot, capabilities, vpid, test_hook) {
         Ok(mut fresh) => {
-            restarts.push(rdtsc());
+            if !requested {
+                restarts.push(rdtsc());
+            }
             fresh.restarts = restarts;
             fresh.exits += guest.exits;
+            // The console goes on: a reader's offsets stay valid.
+            fresh.console = core::mem::replace(&mut guest.console, ConsoleBuffer::new(1));
+            for (total, old) in fresh.exit_counts.iter_mut().zip(&guest.exit_counts) {
+                *total += old;
+            }
             info!("guest {}: restarted ({reason})", fresh.name);
             *guest = fresh;
             Ok(())

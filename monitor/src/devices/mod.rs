@@ -21,7 +21,7 @@
 //! counter in the device's [`DeviceMetrics`].
 
 pub mod acpi_pm;
-pub mod console;
+pub use console_ring as console;
 pub mod debug_exit;
 pub mod io_apic;
 pub mod local_apic;

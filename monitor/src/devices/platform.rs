@@ -33,7 +33,6 @@
 use alloc::vec::Vec;
 
 use super::acpi_pm::AcpiPm;
-use super::console::ConsoleBuffer;
 use super::debug_exit::DebugExit;
 use super::io_apic::{IoApic, IOAPIC_BASE, IOAPIC_WINDOW_SIZE, TIMER_GSI};
 use super::local_apic::{
@@ -44,6 +43,7 @@ use super::pit8254::{Pit8254, PIT_IRQ};
 use super::rtc_cmos::{RtcCmos, RTC_IRQ};
 use super::system_reset::SystemReset;
 use super::uart16550::{Uart16550, COM1_BASE, COM1_IRQ};
+use super::ConsoleBuffer;
 use super::{all_ones, DeviceMetrics, PortDevice};
 
 /// The APIC timer's input clock unless configured: 1 GHz, as the CPUID

@@ -4,6 +4,13 @@
 //! 1, and so on. The ring keeps only the newest `capacity` of them, so a
 //! reader (the control API, the log) asks for "the bytes from offset N" and
 //! learns how many it missed if it fell behind, and where to continue.
+//!
+//! The monitor keeps one per guest for its serial port; the shim keeps one
+//! per guest for the control API's console endpoint.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
