@@ -18,7 +18,9 @@ pub enum VmxInstructionError {
     FailValid,
 }
 
-fn flags_to_result(rflags: u64) -> Result<(), VmxInstructionError> {
+/// The outcome a VMX instruction left in RFLAGS (SDM 31.2): VMsucceed,
+/// VMfailInvalid (CF) or VMfailValid (ZF).
+pub fn flags_to_result(rflags: u64) -> Result<(), VmxInstructionError> {
     const CARRY: u64 = 1 << 0;
     const ZERO: u64 = 1 << 6;
     if rflags & CARRY != 0 {

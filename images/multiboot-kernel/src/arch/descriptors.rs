@@ -9,8 +9,9 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Selectors, matching the boot GDT in boot.s.
-const CODE64_SELECTOR: u16 = 0x08;
-const TSS_SELECTOR: u16 = 0x18;
+pub const CODE64_SELECTOR: u16 = 0x08;
+pub const DATA_SELECTOR: u16 = 0x10;
+pub const TSS_SELECTOR: u16 = 0x18;
 
 /// Vectors with a gate: the 32 exceptions and the PIC's 16 interrupts.
 pub const VECTOR_COUNT: usize = 48;
@@ -97,6 +98,20 @@ pub fn install() {
             options(readonly, nostack, preserves_flags),
         )
     };
+}
+
+/// Where the GDT, the IDT and the TSS are: a hypervisor puts them in its
+/// VMCS host-state area, which VM exits load.
+pub fn gdt_base() -> u64 {
+    GDT.as_ptr() as u64
+}
+
+pub fn idt_base() -> u64 {
+    IDT.as_ptr() as u64
+}
+
+pub fn tss_base() -> u64 {
+    TSS.as_ptr() as u64
 }
 
 /// Loads an IDT with no gates: the next exception cannot be delivered,
