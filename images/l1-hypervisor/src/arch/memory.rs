@@ -19,7 +19,9 @@ pub fn claim() {
 fn checked(address: u64, size: u64) -> *mut u8 {
     assert!(CLAIMED.load(Ordering::SeqCst), "the work region was used before it was checked");
     assert!(
-        address >= WORK_BASE && address.checked_add(size).is_some_and(|end| end <= WORK_END) && address % size == 0,
+        address >= WORK_BASE
+            && address.checked_add(size).is_some_and(|end| end <= WORK_END)
+            && address.is_multiple_of(size),
         "{address:#x} (+{size}) is not an aligned address in the work region"
     );
     address as *mut u8
