@@ -7,6 +7,8 @@
 
 use core::arch::asm;
 
+use vmx::vmcs::{FieldValue, VmcsReadable, VmcsWritable};
+
 core::arch::global_asm!(include_str!("vmx_run.s"));
 
 /// Why a VMX instruction failed (SDM vol. 3C, 31.2).
@@ -120,6 +122,29 @@ pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmxInstructionErr
              encoding = in(reg) u64::from(encoding), value = in(reg) value, rflags = lateout(reg) rflags)
     };
     flags_to_result(rflags)
+}
+
+/// Reads a field of the current VMCS with its type from the `vmx` crate.
+/// A failure means the caller asked for a field this CPU lacks, or has no
+/// current VMCS: a bug in the caller, so it panics naming the field.
+pub fn read_field<F: VmcsReadable>(field: F) -> F::Value {
+    match vmread(field.encoding()) {
+        Ok(value) => F::Value::from_u64(value),
+        Err(error) => panic!("VMREAD of {} failed: {error:?}", field.name()),
+    }
+}
+
+/// Writes a field of the current VMCS; a read-only field does not
+/// compile. A failure (a field this CPU lacks, no current VMCS) is a bug in
+/// the caller: it panics naming the field and the value.
+///
+/// # Safety
+/// As [`vmwrite`].
+pub unsafe fn write_field<F: VmcsWritable>(field: F, value: F::Value) {
+    // Safe because the caller upholds vmwrite's contract.
+    if let Err(error) = unsafe { vmwrite(field.encoding(), value.to_u64()) } {
+        panic!("VMWRITE of {} = {:#x} failed: {error:?}", field.name(), value.to_u64());
+    }
 }
 
 /// INVEPT types (SDM vol. 3C, 30.3).

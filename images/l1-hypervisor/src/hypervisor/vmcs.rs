@@ -5,26 +5,19 @@
 use core::fmt;
 
 use vmx::exit::{ExitReason, ExitReasonField, InterruptionInfo, VmInstructionError};
-use vmx::vmcs::{FieldValue, GuestNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural, VmcsReadable, VmcsWritable};
-use vmx_instructions::{vmread, vmwrite};
+use vmx::vmcs::{GuestNatural, ReadOnly32, ReadOnly64, ReadOnlyNatural, VmcsWritable};
+use vmx_instructions::write_field;
 
 /// Reads a field of the current VMCS. A failure means the hypervisor asked
 /// for a field this CPU lacks, or has no current VMCS: a hypervisor bug.
-pub fn read<F: VmcsReadable>(field: F) -> F::Value {
-    match vmread(field.encoding()) {
-        Ok(value) => F::Value::from_u64(value),
-        Err(error) => panic!("VMREAD of {} failed: {error:?}", field.name()),
-    }
-}
+pub use vmx_instructions::read_field as read;
 
 /// Writes a field of the current VMCS; only the hypervisor's own VMCS code
 /// calls this, with values it computed from the capability MSRs.
 pub fn write<F: VmcsWritable>(field: F, value: F::Value) {
     // Safe because the values keep L1 intact: the host state is L1's own
     // (built in guest.rs) and the rest only shapes what L2 does.
-    if let Err(error) = unsafe { vmwrite(field.encoding(), value.to_u64()) } {
-        panic!("VMWRITE of {} = {:#x} failed: {error:?}", field.name(), value.to_u64());
-    }
+    unsafe { write_field(field, value) }
 }
 
 /// The VM-instruction error after a VMfailValid, with the SDM's words.
