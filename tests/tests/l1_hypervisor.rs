@@ -32,14 +32,14 @@ const CHECKS: [&str; 15] = [
     "invept",
 ];
 
-fn boot(command_line: &str) -> (Machine, tempfile::TempDir) {
+fn boot(command_line: &str, emulator: Emulator) -> (Machine, tempfile::TempDir) {
     let (image, elf) = workspace::l1_hypervisor().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::Builder::new().prefix("matryoshka-l1hv-").tempdir().expect("temporary directory");
     let boot_image = ImageBuilder::bare_kernel(image, elf, STOPPING)
         .command_line(command_line)
         .build(dir.path())
         .unwrap_or_else(|e| panic!("{e}"));
-    let config = MachineConfig { timeout: Duration::from_secs(90), ..MachineConfig::new(Emulator::bochs()) };
+    let config = MachineConfig { timeout: Duration::from_secs(90), ..MachineConfig::new(emulator) };
     let machine = Machine::boot(&boot_image, &config, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     (machine, dir)
 }
@@ -54,7 +54,7 @@ fn the_l1_hypervisor_passes_every_check_on_bochs_vmx() {
     // Not `root-vmcall=1`: Bochs 2.7 does not implement VMCALL in VMX root
     // operation and stops with ">>PANIC<< VMCALL: not implemented yet",
     // where the SDM (VMCALL, 31.3) has VMfailValid with error 1.
-    let (mut machine, _dir) = boot("checks=all exit=bochs");
+    let (mut machine, _dir) = boot("checks=all exit=bochs", Emulator::bochs());
     expect(&mut machine, "l1-hypervisor: Matryoshka L1 test hypervisor at 0x100000-");
     expect(&mut machine, "l1-hypervisor: command line: checks=all exit=bochs");
     for check in CHECKS {
@@ -73,10 +73,21 @@ fn the_l1_hypervisor_passes_every_check_on_bochs_vmx() {
 }
 
 #[test]
+fn without_vmx_it_says_so_and_fails_cleanly() {
+    // QEMU's TCG offers no VMX: bring-up fails with the reason, and the
+    // run ends through QEMU's debug-exit device with code 1.
+    let (mut machine, _dir) = boot("exit=qemu", Emulator::Qemu);
+    expect(&mut machine, "l1-hypervisor: vmx-enable: FAIL this CPU lacks VMX (CPUID.1:ECX.VMX[bit 5] = 0)");
+    expect(&mut machine, "l1-hypervisor: vmx-enable: FAILED");
+    expect(&mut machine, "l1-hypervisor: done: 0 passed, 1 failed");
+    machine.expect_exit(Exit::Failure).unwrap_or_else(|report| panic!("{report}"));
+}
+
+#[test]
 fn a_mistake_on_the_command_line_fails_the_run_with_exit_code_1() {
     // `checks=` selects; a misspelt check fails the run even though every
     // check that ran passed.
-    let (mut machine, _dir) = boot("checks=cpuid,cpu-id exit=bochs");
+    let (mut machine, _dir) = boot("checks=cpuid,cpu-id exit=bochs", Emulator::bochs());
     expect(&mut machine, "l1-hypervisor: cmdline: FAIL unknown check 'cpu-id'");
     expect(&mut machine, "l1-hypervisor: cpuid: ok");
     expect(&mut machine, "l1-hypervisor: done: 4 passed, 1 failed");

@@ -16,6 +16,9 @@ use crate::hypervisor::vmcs;
 /// some rounds; where the processor can save the timer value on exit, it
 /// saves 0. With the timer off again L2 leaves its loop and finishes.
 pub fn preemption_timer(vm: &mut Vm, report: &mut Report) -> Outcome {
+    if !vm.capabilities.pin_based.supports(PinBasedControls::PREEMPTION_TIMER.bits()) {
+        fail!(report, "the pin-based controls cannot activate the VMX-preemption timer");
+    }
     vm.start(l2::timer());
     let save = vm.capabilities.exit.supports(ExitControls::SAVE_PREEMPTION_TIMER.bits());
     vmcs::write(Control32::PinBasedControls, vm.controls.pin | PinBasedControls::PREEMPTION_TIMER.bits());
