@@ -127,20 +127,25 @@ pub fn entry_failures(vm: &mut Vm, report: &mut Report) -> Outcome {
     vm.set_launched(false);
     vm.start(l2::launch());
 
+    // A must-be-one bit cleared, or else a must-be-zero bit set.
     let allowed = vm.capabilities.pin_based;
+    let must_be_zero = !allowed.allowed1;
     let broken_pin = if allowed.allowed0 != 0 {
-        vm.controls.pin & !allowed.allowed0
+        Some(vm.controls.pin & !allowed.allowed0)
+    } else if must_be_zero != 0 {
+        Some(vm.controls.pin | 1 << must_be_zero.trailing_zeros())
     } else {
-        vm.controls.pin | (!allowed.allowed1 & allowed.allowed1.wrapping_add(1))
+        None
     };
-    vmcs::write(Control32::PinBasedControls, broken_pin);
-    expect_entry_fails(
-        vm,
-        report,
-        "VMLAUNCH with invalid pin-based controls",
-        VmInstructionError::EntryInvalidControlFields,
-    )?;
-    vmcs::write(Control32::PinBasedControls, vm.controls.pin);
+    match broken_pin {
+        Some(broken) => {
+            vmcs::write(Control32::PinBasedControls, broken);
+            let what = "VMLAUNCH with invalid pin-based controls";
+            expect_entry_fails(vm, report, what, VmInstructionError::EntryInvalidControlFields)?;
+            vmcs::write(Control32::PinBasedControls, vm.controls.pin);
+        }
+        None => note!(report, "every pin-based setting is valid here: no invalid one to try"),
+    }
 
     vmcs::write(Host16::TrSelector, 0);
     expect_entry_fails(
