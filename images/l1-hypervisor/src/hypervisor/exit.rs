@@ -8,17 +8,8 @@ use multiboot_kernel::devices::{debug_exit, uart};
 
 use crate::arch;
 
-/// The value written to port 0xf4; QEMU exits with `(code << 1) | 1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ExitCode {
-    /// Every check passed.
-    Passed = 0,
-    /// At least one check failed, or the command line had a mistake.
-    Failed = 1,
-    /// An unexpected exception in L1, a panic, or no way to boot.
-    Crashed = 2,
-}
+/// Passed, Failed or Crashed (never Survived: that is the test kernel's).
+pub use multiboot_kernel::devices::debug_exit::ExitCode;
 
 static BOCHS: AtomicBool = AtomicBool::new(false);
 
