@@ -36,15 +36,18 @@ linux-images:
 	images/linux/build-kernel.sh
 	images/linux/build-initramfs.sh
 
-# The L1 test kernel (bare metal, multiboot v1), written where the image
-# builder looks for guest kernels. QEMU's multiboot loader refuses ELF64, so
-# the ELF64 that cargo links (at 1 MiB) is converted to ELF32.
+# The L1 test kernel and the L1 test hypervisor (bare metal, multiboot v1),
+# written where the image builder looks for guest kernels. QEMU's multiboot
+# loader refuses ELF64, so the ELF64s that cargo links (at 1 MiB) are
+# converted to ELF32.
 .PHONY: guests
 guests:
-	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l1-test-kernel --features image
+	$(CARGO) build $(BARE_METAL_CONFIG) --release -p l1-test-kernel -p l1-hypervisor --features l1-test-kernel/image,l1-hypervisor/image
 	@mkdir -p build/guests
 	objcopy -O elf32-i386 --strip-debug target/bare/x86_64-unknown-linux-gnu/release/l1-test-kernel build/guests/l1-test
+	objcopy -O elf32-i386 --strip-debug target/bare/x86_64-unknown-linux-gnu/release/l1-hypervisor build/guests/l1-hypervisor
 	@echo "L1 test kernel: build/guests/l1-test"
+	@echo "L1 test hypervisor: build/guests/l1-hypervisor"
 
 run: deps build guests
 	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)
@@ -62,6 +65,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p l0-shim --features kernel -- -D warnings
 	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p monitor-image --features image -- -D warnings
+	$(CARGO) clippy $(BARE_METAL_CONFIG) --release -p l1-test-kernel -p l1-hypervisor --features l1-test-kernel/image,l1-hypervisor/image -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,7 +3,6 @@
 /// without a build id, sections not page-aligned in the file (small images,
 /// and a multiboot header in the first 8 KiB), unused sections dropped.
 ///
-/// Build scripts `include!` this file (a build-dependency on the crate
-/// would also turn on its `runtime` feature for the host).
+/// Build scripts get it through `build_script.rs`.
 pub const LINK_ARGS: [&str; 7] =
     ["-nostartfiles", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,-n", "-Wl,--gc-sections"];

@@ -1,5 +1,7 @@
 //! Boot images: a GRUB ISO with the shim, its command line, a boot
-//! configuration and the modules that configuration names.
+//! configuration and the modules that configuration names; or, for a
+//! kernel that runs on the machine itself (the L1 test hypervisor on
+//! Bochs's VMX), a GRUB ISO with that multiboot kernel alone.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,12 +13,36 @@ use crate::workspace;
 /// The boot module name the shim looks for (l0-shim's kernel::monitor).
 pub const MONITOR_MODULE: &str = "matryoshka-monitor";
 
+/// The console line with which the shim ends the machine in order.
+pub const SHIM_STOPPING: StoppingLines =
+    StoppingLines { success: "shim: stopping (success)", failure: "shim: stopping (failure)" };
+
+/// The console lines that say the booted kernel itself ended the machine,
+/// with success or failure; anything else is a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoppingLines {
+    pub success: &'static str,
+    pub failure: &'static str,
+}
+
 /// A boot image ready for an emulator.
 #[derive(Debug, Clone)]
 pub struct BootImage {
     pub iso: PathBuf,
-    /// The shim's ELF with its debug info, for resolving backtraces.
+    /// The booted kernel's ELF with its debug info (the shim's, unless the
+    /// image boots a kernel directly), for resolving backtraces.
     pub shim_elf: PathBuf,
+    pub stopping: StoppingLines,
+}
+
+/// A multiboot (v1) kernel booted directly instead of the shim.
+#[derive(Debug, Clone)]
+struct BareKernel {
+    /// What the loader loads (ELF32 for multiboot loaders).
+    image: PathBuf,
+    /// The same kernel with debug info.
+    elf: PathBuf,
+    stopping: StoppingLines,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -24,6 +50,7 @@ pub struct ImageBuilder {
     command_line: Vec<String>,
     config: Option<(String, String)>,
     modules: Vec<(String, PathBuf)>,
+    bare: Option<BareKernel>,
 }
 
 impl ImageBuilder {
@@ -54,7 +81,15 @@ impl ImageBuilder {
         Ok(builder)
     }
 
-    /// Words for the shim's command line (see l0-shim/src/boot_options.rs).
+    /// An image that boots the multiboot kernel `image` directly, without
+    /// the shim (`elf`: the same kernel with debug info). Its command line
+    /// is the kernel's; it ends the machine by printing one of `stopping`.
+    pub fn bare_kernel(image: PathBuf, elf: PathBuf, stopping: StoppingLines) -> Self {
+        Self { bare: Some(BareKernel { image, elf, stopping }), ..Self::default() }
+    }
+
+    /// Words for the shim's command line (see l0-shim/src/boot_options.rs),
+    /// or for a bare kernel's.
     pub fn command_line(mut self, words: &str) -> Self {
         self.command_line.extend(words.split_whitespace().map(str::to_string));
         self
@@ -73,6 +108,9 @@ impl ImageBuilder {
 
     /// Writes the ISO into `dir` (which must be private to the caller).
     pub fn build(&self, dir: &Path) -> Result<BootImage, String> {
+        if let Some(bare) = &self.bare {
+            return self.build_bare(bare, dir);
+        }
         let shim = workspace::shim_elf()?;
         let tree = dir.join("iso");
         let modules_dir = tree.join("boot/modules");
@@ -126,23 +164,42 @@ impl ImageBuilder {
         }
         grub.push_str("    boot\n}\n");
         fs::write(tree.join("boot/grub/grub.cfg"), grub).map_err(io_error("writing grub.cfg"))?;
-
-        let iso = dir.join("matryoshka.iso");
-        let output = Command::new("grub-mkrescue")
-            .arg("-o")
-            .arg(&iso)
-            .arg(&tree)
-            .output()
-            .map_err(|error| format!("cannot run grub-mkrescue ({error}); run `make deps` to install it"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "grub-mkrescue failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        Ok(BootImage { iso, shim_elf: shim })
+        let iso = make_iso(dir, &tree)?;
+        Ok(BootImage { iso, shim_elf: shim, stopping: SHIM_STOPPING })
     }
+
+    /// A GRUB ISO that loads `bare` with multiboot (v1) and nothing else.
+    fn build_bare(&self, bare: &BareKernel, dir: &Path) -> Result<BootImage, String> {
+        if self.config.is_some() || !self.modules.is_empty() {
+            return Err("a bare kernel image takes no boot configuration or modules".to_string());
+        }
+        let tree = dir.join("iso");
+        fs::create_dir_all(tree.join("boot/grub")).map_err(io_error("creating the ISO tree"))?;
+        fs::copy(&bare.image, tree.join("boot/kernel"))
+            .map_err(io_error(&format!("copying the kernel {}", bare.image.display())))?;
+        let grub = format!(
+            "set timeout=0\nset default=0\nmenuentry \"kernel\" {{\n    multiboot /boot/kernel {}\n    boot\n}}\n",
+            self.command_line.join(" ")
+        );
+        fs::write(tree.join("boot/grub/grub.cfg"), grub).map_err(io_error("writing grub.cfg"))?;
+        let iso = make_iso(dir, &tree)?;
+        Ok(BootImage { iso, shim_elf: bare.elf.clone(), stopping: bare.stopping })
+    }
+}
+
+/// Runs grub-mkrescue on `tree`.
+fn make_iso(dir: &Path, tree: &Path) -> Result<PathBuf, String> {
+    let iso = dir.join("matryoshka.iso");
+    let output = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(tree)
+        .output()
+        .map_err(|error| format!("cannot run grub-mkrescue ({error}); run `make deps` to install it"))?;
+    if !output.status.success() {
+        return Err(format!("grub-mkrescue failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(iso)
 }
 
 /// The modules (kernels, ramdisks) the valid guests of a configuration name.

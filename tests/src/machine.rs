@@ -7,16 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::image::BootImage;
+use crate::image::{BootImage, StoppingLines};
 
 /// Bochs's Skylake-X model: EPT, VPID, unrestricted guest, VMCS shadowing.
 pub const BOCHS_VMX_CPU: &str = "corei7_skylake_x";
 /// Instructions per emulated second. Linux guests are told the same rate as
 /// their TSC frequency (see PLATFORM.md), so it must stay consistent.
 pub const BOCHS_IPS: u64 = 50_000_000;
-/// The shim's last console line before it ends the machine.
-const STOPPING_SUCCESS: &str = "shim: stopping (success)";
-const STOPPING_FAILURE: &str = "shim: stopping (failure)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emulator {
@@ -100,11 +97,12 @@ impl HostForward {
 /// How a machine ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// The shim reported success and ended the emulator.
+    /// The shim (or a bare kernel) reported success and ended the emulator.
     Success,
-    /// The shim reported a failure and ended the emulator in order.
+    /// The shim (or a bare kernel) reported a failure and ended the
+    /// emulator in order.
     Failure,
-    /// The emulator ended without the shim saying so: a triple fault, an
+    /// The emulator ended without the kernel saying so: a triple fault, an
     /// emulator panic, or a crash.
     Crashed(String),
     TimedOut,
@@ -116,6 +114,7 @@ pub struct Machine {
     serial_path: PathBuf,
     emulator: Emulator,
     shim_elf: PathBuf,
+    stopping: StoppingLines,
     started: Instant,
     deadline: Instant,
     /// How far `expect` has read the console.
@@ -149,6 +148,7 @@ impl Machine {
             serial_path,
             emulator: config.emulator.clone(),
             shim_elf: image.shim_elf.clone(),
+            stopping: image.stopping,
             started,
             deadline: started + config.timeout,
             consumed: 0,
@@ -240,8 +240,8 @@ impl Machine {
             Emulator::Qemu => (1, 3),
         };
         match code {
-            Some(code) if code == success_code && said(STOPPING_SUCCESS) => Exit::Success,
-            Some(code) if code == failure_code && said(STOPPING_FAILURE) => Exit::Failure,
+            Some(code) if code == success_code && said(self.stopping.success) => Exit::Success,
+            Some(code) if code == failure_code && said(self.stopping.failure) => Exit::Failure,
             _ => Exit::Crashed(format!("emulator {status}{}", self.emulator_complaint())),
         }
     }

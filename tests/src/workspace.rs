@@ -64,7 +64,8 @@ fn build_shim_and_monitor() -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// Builds the project's own guest kernels into `build/guests/` once per
-/// process (the L1 test kernel: `make guests` does the same).
+/// process (the L1 test kernel and the L1 test hypervisor: `make guests`
+/// does the same).
 pub fn guest_kernels() -> Result<(), String> {
     static GUESTS: OnceLock<Result<(), String>> = OnceLock::new();
     GUESTS.get_or_init(build_guest_kernels).clone()
@@ -74,36 +75,51 @@ fn build_guest_kernels() -> Result<(), String> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["build", "--config", ".cargo/bare-metal.toml", "--release", "--quiet"])
-        .args(["-p", "l1-test-kernel", "--features", "image"])
+        .args(["-p", "l1-test-kernel", "-p", "l1-hypervisor"])
+        .args(["--features", "l1-test-kernel/image,l1-hypervisor/image"])
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .status()
-        .map_err(|error| format!("cannot run cargo to build the L1 test kernel: {error}"))?;
+        .map_err(|error| format!("cannot run cargo to build the L1 guest kernels: {error}"))?;
     if !status.success() {
-        return Err(format!("building the L1 test kernel failed ({status})"));
+        return Err(format!("building the L1 test kernel and hypervisor failed ({status})"));
     }
     std::fs::create_dir_all(guest_build_dir()).map_err(|error| format!("creating build/guests: {error}"))?;
-    // QEMU's multiboot loader (and kvm-unit-tests conventions) want ELF32.
-    let converted = Command::new("objcopy")
-        .args(["-O", "elf32-i386", "--strip-debug"])
-        .arg(root().join("target/bare/x86_64-unknown-linux-gnu/release/l1-test-kernel"))
-        .arg(guest_build_dir().join("l1-test"))
-        .status()
-        .map_err(|error| format!("cannot run objcopy ({error}); run `make deps`"))?;
-    if converted.success() {
-        Ok(())
-    } else {
-        Err(format!("objcopy of the L1 test kernel failed ({converted})"))
+    for (crate_name, module) in [("l1-test-kernel", "l1-test"), ("l1-hypervisor", "l1-hypervisor")] {
+        // QEMU's multiboot loader (and kvm-unit-tests conventions) want ELF32.
+        let converted = Command::new("objcopy")
+            .args(["-O", "elf32-i386", "--strip-debug"])
+            .arg(bare_release_dir().join(crate_name))
+            .arg(guest_build_dir().join(module))
+            .status()
+            .map_err(|error| format!("cannot run objcopy ({error}); run `make deps`"))?;
+        if !converted.success() {
+            return Err(format!("objcopy of {crate_name} failed ({converted})"));
+        }
     }
+    Ok(())
+}
+
+/// Where the bare-metal release builds land.
+fn bare_release_dir() -> PathBuf {
+    root().join("target/bare/x86_64-unknown-linux-gnu/release")
+}
+
+/// The L1 test hypervisor, built: the ELF32 in `build/guests/` that
+/// loaders boot, and the ELF64 with debug information for backtraces.
+pub fn l1_hypervisor() -> Result<(PathBuf, PathBuf), String> {
+    guest_kernels()?;
+    Ok((guest_build_dir().join("l1-hypervisor"), bare_release_dir().join("l1-hypervisor")))
 }
 
 /// Builds a boot module the project makes itself, if `name` is one:
-/// `l1-test` (the L1 test kernel) or `linux-bzimage`/`linux-initramfs`
-/// (images/linux, cached outside the repository and copied here).
+/// `l1-test` (the L1 test kernel), `l1-hypervisor` (the L1 test
+/// hypervisor) or `linux-bzimage`/`linux-initramfs` (images/linux, cached
+/// outside the repository and copied here).
 pub fn ensure_module_built(name: &str) -> Result<(), String> {
     match name {
-        "l1-test" => guest_kernels(),
+        "l1-test" | "l1-hypervisor" => guest_kernels(),
         "linux-bzimage" | "linux-initramfs" => linux_images(),
         _ => Ok(()),
     }

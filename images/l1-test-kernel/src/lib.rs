@@ -10,6 +10,6 @@ pub mod cmdline;
 pub mod cpu_info;
 pub mod madt;
 pub mod memory_test;
-pub mod multiboot;
+pub use multiboot_kernel::multiboot;
 pub mod rtc_time;
 pub mod timing;

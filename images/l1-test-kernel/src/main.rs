@@ -26,6 +26,10 @@ extern "C" fn kernel_main(multiboot_info: u32, efer_nxe: bool) -> ! {
     kernel::start::start(multiboot_info, efer_nxe)
 }
 
+/// Printed by boot.s before a message that it cannot boot.
+#[no_mangle]
+static BOOT_MESSAGE_PREFIX: [u8; 10] = *b"l1-test: \0";
+
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     say!("FATAL: panic: {info}");

@@ -9,11 +9,12 @@ pub mod mmio;
 pub mod pci;
 pub mod ring3;
 pub mod serial;
-pub mod vmx_instructions;
+// The VMX instruction wrappers and the VM entry/exit stub, shared with the
+// L1 test hypervisor.
+pub use ::vmx_instructions;
 
 core::arch::global_asm!(include_str!("boot.s"));
 core::arch::global_asm!(include_str!("traps.s"));
-core::arch::global_asm!(include_str!("vmx_run.s"));
 core::arch::global_asm!(include_str!("monitor_switch.s"));
 core::arch::global_asm!(include_str!("vmx_smoke_guest.s"));
 

@@ -6,9 +6,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use l0_shim::memory::{PhysAddr, PhysRange};
-use vmx::vmcs::{FieldValue, VmcsReadable, VmcsWritable};
+use vmx::vmcs::VmcsWritable;
 
-use crate::arch::vmx_instructions::{vmclear, vmptrld, vmread, vmwrite, VmxInstructionError};
+use crate::arch::vmx_instructions::{vmclear, vmptrld, vmwrite, write_field, VmxInstructionError};
 use crate::kernel::memory;
 
 /// The VMCS current on this CPU (only the boot CPU runs guests for now;
@@ -64,21 +64,14 @@ impl Drop for Vmcs {
 
 /// Reads a field of the current VMCS. A failure means the shim asked for a
 /// field the CPU does not have, or has no current VMCS: a shim bug.
-pub fn read<F: VmcsReadable>(field: F) -> F::Value {
-    match vmread(field.encoding()) {
-        Ok(value) => F::Value::from_u64(value),
-        Err(error) => panic!("VMREAD of {} failed: {error:?}", field.name()),
-    }
-}
+pub use crate::arch::vmx_instructions::read_field as read;
 
 /// Writes a field of the current VMCS. Only the shim's own VMCS code calls
 /// this: requests from monitors are validated first.
 pub fn write<F: VmcsWritable>(field: F, value: F::Value) {
     // Safe because the shim's VMCS code is the only caller, and host-state
     // and control values come from the shim itself.
-    if let Err(error) = unsafe { vmwrite(field.encoding(), value.to_u64()) } {
-        panic!("VMWRITE of {} = {:#x} failed: {error:?}", field.name(), value.to_u64());
-    }
+    unsafe { write_field(field, value) }
 }
 
 /// The VM-instruction error of the current VMCS, after a VMfailValid.

@@ -3,10 +3,11 @@
 
 #[macro_use]
 pub mod console;
-pub mod boot_info;
 pub mod checks;
 pub mod devices;
 pub mod exit;
 pub mod modes;
 pub mod start;
 pub mod traps;
+
+pub use multiboot_kernel::boot_info;

@@ -14,34 +14,7 @@ use super::checks;
 use super::devices::pic;
 use super::exit::{exit, ExitCode};
 use crate::arch::{cpu, probe};
-
-/// What trap_common pushed, lowest address first.
-#[repr(C)]
-#[derive(Debug)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rbp: u64,
-    pub rbx: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
+use multiboot_kernel::arch::TrapFrame;
 
 const PAGE_FAULT: u8 = 14;
 const EXCEPTION_COUNT: u8 = 32;

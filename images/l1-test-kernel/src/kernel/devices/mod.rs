@@ -5,7 +5,7 @@
 //! the kernel's memory safety, only its view of the device.
 
 pub mod cmos;
-pub mod debug_exit;
 pub mod pic;
 pub mod pit;
-pub mod uart;
+
+pub use multiboot_kernel::devices::{debug_exit, uart};

@@ -1,7 +1,15 @@
 //! The VMX instructions, each in one small wrapper. The `vmx` crate holds
-//! the vocabulary (encodings, capabilities); this module only executes.
+//! the vocabulary (encodings, capabilities); this crate only executes.
+//!
+//! Shared by the L0 shim and the L1 test hypervisor (images/l1-hypervisor),
+//! so that both enter and leave guests through the same audited code.
+#![no_std]
 
 use core::arch::asm;
+
+use vmx::vmcs::{FieldValue, VmcsReadable, VmcsWritable};
+
+core::arch::global_asm!(include_str!("vmx_run.s"));
 
 /// Why a VMX instruction failed (SDM vol. 3C, 31.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +20,9 @@ pub enum VmxInstructionError {
     FailValid,
 }
 
-fn flags_to_result(rflags: u64) -> Result<(), VmxInstructionError> {
+/// The outcome a VMX instruction left in RFLAGS (SDM 31.2): VMsucceed,
+/// VMfailInvalid (CF) or VMfailValid (ZF).
+pub fn flags_to_result(rflags: u64) -> Result<(), VmxInstructionError> {
     const CARRY: u64 = 1 << 0;
     const ZERO: u64 = 1 << 6;
     if rflags & CARRY != 0 {
@@ -75,6 +85,16 @@ pub unsafe fn vmptrld(region: u64) -> Result<(), VmxInstructionError> {
     flags_to_result(rflags)
 }
 
+/// The physical address of the current VMCS (VMPTRST), all ones when
+/// there is none.
+pub fn vmptrst() -> u64 {
+    let mut pointer: u64 = 0;
+    // Safe because VMPTRST only stores the current-VMCS pointer into the
+    // 8-byte local it is given.
+    unsafe { asm!("vmptrst [{pointer}]", pointer = in(reg) &mut pointer, options(nostack)) };
+    pointer
+}
+
 /// Reads a field of the current VMCS.
 pub fn vmread(encoding: u32) -> Result<u64, VmxInstructionError> {
     let (value, rflags): (u64, u64);
@@ -91,9 +111,9 @@ pub fn vmread(encoding: u32) -> Result<u64, VmxInstructionError> {
 ///
 /// # Safety
 /// Host-state and control fields decide what the CPU does on the next VM
-/// entry and exit: the caller must write values that keep the shim intact
-/// (only the shim's own VMCS code writes them; requests from monitors are
-/// validated before they get here).
+/// entry and exit: the caller must write values that keep itself intact
+/// (in the shim only its own VMCS code writes them; requests from monitors
+/// are validated before they get here).
 pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmxInstructionError> {
     let rflags: u64;
     // Safe because the caller upholds this function's contract.
@@ -104,8 +124,30 @@ pub unsafe fn vmwrite(encoding: u32, value: u64) -> Result<(), VmxInstructionErr
     flags_to_result(rflags)
 }
 
-/// INVEPT types (SDM vol. 3C, 30.3), all of them whether used yet or not.
-#[allow(dead_code)]
+/// Reads a field of the current VMCS with its type from the `vmx` crate.
+/// A failure means the caller asked for a field this CPU lacks, or has no
+/// current VMCS: a bug in the caller, so it panics naming the field.
+pub fn read_field<F: VmcsReadable>(field: F) -> F::Value {
+    match vmread(field.encoding()) {
+        Ok(value) => F::Value::from_u64(value),
+        Err(error) => panic!("VMREAD of {} failed: {error:?}", field.name()),
+    }
+}
+
+/// Writes a field of the current VMCS; a read-only field does not
+/// compile. A failure (a field this CPU lacks, no current VMCS) is a bug in
+/// the caller: it panics naming the field and the value.
+///
+/// # Safety
+/// As [`vmwrite`].
+pub unsafe fn write_field<F: VmcsWritable>(field: F, value: F::Value) {
+    // Safe because the caller upholds vmwrite's contract.
+    if let Err(error) = unsafe { vmwrite(field.encoding(), value.to_u64()) } {
+        panic!("VMWRITE of {} = {:#x} failed: {error:?}", field.name(), value.to_u64());
+    }
+}
+
+/// INVEPT types (SDM vol. 3C, 30.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum InveptKind {
@@ -126,8 +168,7 @@ pub fn invept(kind: InveptKind, eptp: u64) -> Result<(), VmxInstructionError> {
     flags_to_result(rflags)
 }
 
-/// INVVPID types (SDM vol. 3C, 30.3), all of them whether used yet or not.
-#[allow(dead_code)]
+/// INVVPID types (SDM vol. 3C, 30.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum InvvpidKind {

@@ -2,7 +2,7 @@
 //! overwrite it (the memory check writes over all RAM above the kernel,
 //! which is where loaders put these structures).
 
-use l1_test_kernel::multiboot::{memory_map_entries, InfoHeader, MalformedEntry, Region, INFO_HEADER_SIZE};
+use crate::multiboot::{memory_map_entries, InfoHeader, MalformedEntry, Region, INFO_HEADER_SIZE};
 
 const CMDLINE_CAPACITY: usize = 1024;
 const LOADER_NAME_CAPACITY: usize = 64;

@@ -11,9 +11,10 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Selectors, matching the boot GDT in boot.s for code and data.
-const CODE64_SELECTOR: u16 = 0x08;
-/// The first processor's TSS; each next one's is 16 bytes further.
-const FIRST_TSS_SELECTOR: u16 = 0x18;
+pub const CODE64_SELECTOR: u16 = 0x08;
+pub const DATA_SELECTOR: u16 = 0x10;
+/// The boot processor's TSS; each AP's is 16 bytes further.
+pub const TSS_SELECTOR: u16 = 0x18;
 
 /// Processors with a TSS: the BSP and the APs boot.s has stacks for.
 pub const MAX_CPUS: usize = 4;
@@ -96,7 +97,7 @@ pub fn install(cpu: usize) {
         | (tss >> 24 & 0xff) << 56;
     GDT[3 + 2 * cpu].store(low, Relaxed);
     GDT[4 + 2 * cpu].store(tss >> 32, Relaxed);
-    let tss_selector = FIRST_TSS_SELECTOR + 16 * cpu as u16;
+    let tss_selector = TSS_SELECTOR + 16 * cpu as u16;
 
     // Safe because the stub table is static data assembled in traps.s.
     let stubs = unsafe { &trap_stub_table };
@@ -129,6 +130,20 @@ pub fn install(cpu: usize) {
             options(readonly, nostack, preserves_flags),
         )
     };
+}
+
+/// Where the GDT, the IDT and the TSS are: a hypervisor puts them in its
+/// VMCS host-state area, which VM exits load.
+pub fn gdt_base() -> u64 {
+    GDT.as_ptr() as u64
+}
+
+pub fn idt_base() -> u64 {
+    IDT.as_ptr() as u64
+}
+
+pub fn tss_base() -> u64 {
+    TSS.as_ptr() as u64
 }
 
 /// Loads an IDT with no gates: the next exception cannot be delivered,

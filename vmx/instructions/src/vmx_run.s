@@ -7,7 +7,7 @@
 #   through and RFLAGS (CF or ZF set) is returned. Otherwise the CPU comes
 #   back at vmx_exit_landing with RSP as written, and 0 is returned.
 #
-# The offsets follow GuestRegisters in vmx_instructions.rs.
+# The offsets follow GuestRegisters in lib.rs.
 
 .set REG_RAX, 0x00
 .set REG_RBX, 0x08

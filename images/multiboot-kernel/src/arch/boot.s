@@ -6,8 +6,9 @@
 # the first 4 GiB with 2 MiB pages, turns on PAE, long mode, paging and SSE
 # (the precompiled core library uses SSE registers), and calls
 # kernel_main(multiboot_info, efer_nxe) in 64-bit mode on the boot stack.
-# Anything it cannot do is said on COM1 and ends the run through the
-# debug-exit port with status 2.
+# Anything it cannot do is said on COM1, after the kernel's
+# BOOT_MESSAGE_PREFIX, and ends the run through the debug-exit port with
+# status 2.
 
 .set MULTIBOOT_MAGIC,            0x1BADB002
 .set MULTIBOOT_PAGE_ALIGN,       1 << 0       # modules on page boundaries
@@ -143,21 +144,33 @@ multiboot_entry:
     jmp fword ptr [long_mode_target]
 
 .Lnot_multiboot:
-    mov esi, offset message_not_multiboot
+    mov edi, offset message_not_multiboot
     jmp .Lfail32
 .Lno_long_mode:
-    mov esi, offset message_no_long_mode
+    mov edi, offset message_no_long_mode
 .Lfail32:
+    # The loader leaves ESP undefined, and this may run before it is set.
+    mov esp, offset boot_stack_top
+    mov esi, offset BOOT_MESSAGE_PREFIX       # the kernel's, e.g. "l1-test: "
+    call .Lprint32
+    mov esi, edi
+    call .Lprint32
+    jmp .Lexit32
+
+# Writes the NUL-terminated string at ESI to COM1, polling the transmitter.
+.Lprint32:
     mov dx, COM1_LSR
     in al, dx
     test al, LSR_THR_EMPTY
-    jz .Lfail32
+    jz .Lprint32
     lodsb
     test al, al
-    jz .Lexit32
+    jz 1f
     mov dx, COM1_DATA
     out dx, al
-    jmp .Lfail32
+    jmp .Lprint32
+1:  ret
+
 .Lexit32:
     mov eax, EXIT_BOOT_FAILURE
     mov dx, DEBUG_EXIT_PORT
@@ -237,6 +250,14 @@ ap_long_mode_entry:
     hlt
     jmp .Lap_halt
 
+# Kernels that never start an AP need no ap_main of their own: this weak
+# one only stops the processor.
+.weak ap_main
+ap_main:
+    cli
+    hlt
+    jmp ap_main
+
 .section .rodata
 .balign 8
 boot_gdt:
@@ -255,9 +276,9 @@ ap_long_mode_target:
     .long ap_long_mode_entry
     .short CODE64_SELECTOR
 message_not_multiboot:
-    .asciz "l1-test: FATAL: not started by a multiboot loader (EAX is not 0x2BADB002)\n"
+    .asciz "FATAL: not started by a multiboot loader (EAX is not 0x2BADB002)\n"
 message_no_long_mode:
-    .asciz "l1-test: FATAL: this CPU has no 64-bit long mode\n"
+    .asciz "FATAL: this CPU has no 64-bit long mode\n"
 
 .section .bss
 .balign 4096
