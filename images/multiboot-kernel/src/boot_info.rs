@@ -28,15 +28,16 @@ pub struct BootInfo {
 }
 
 /// Guest-physical memory at `address`, identity-mapped; None if any of it
-/// lies beyond the mapping. Only used while copying, before the kernel
-/// writes any memory outside its own image.
-fn physical<'a>(address: u64, length: usize) -> Option<&'a [u8]> {
+/// lies beyond the mapping. Only for what the loader or the firmware left
+/// and the kernel never writes: the boot information (copied before the
+/// kernel writes any memory outside its own image) and the ACPI tables.
+pub fn physical<'a>(address: u64, length: usize) -> Option<&'a [u8]> {
     let end = address.checked_add(length as u64)?;
     if address == 0 || end > MAPPED_LIMIT {
         return None;
     }
     // Safe because the first 4 GiB are identity-mapped and nothing in
-    // this kernel writes the loader's structures while the copy is made.
+    // this kernel writes the loader's or the firmware's structures.
     // A loader that points outside RAM yields garbage (or, where nothing
     // is mapped outside RAM, a stopped guest), not undefined behaviour:
     // these are plain reads of bytes that are valid at any value.

@@ -53,6 +53,16 @@ fn api_state(state: &GuestState) -> model::GuestState {
     }
 }
 
+fn summary(guest: &Guest) -> GuestSummary {
+    GuestSummary {
+        name: guest.name.clone(),
+        tenant: guest.config().tenant.clone(),
+        state: api_state(&guest.state),
+        memory_mib: guest.config().memory_mib,
+        vcpus: guest.vcpu_count() as u32,
+    }
+}
+
 fn info(guest: &Guest) -> GuestInfo {
     let config = guest.config();
     let stop_reason = match &guest.state {
@@ -95,7 +105,7 @@ fn wrong_state(guest: &Guest, action: Action) -> BackendError {
 
 impl GuestBackend for GuestTable<'_> {
     fn guests(&self) -> Vec<GuestSummary> {
-        self.guests.iter().map(|guest| info(guest).summary()).collect()
+        self.guests.iter().map(summary).collect()
     }
 
     fn owner(&self, name: &str) -> Option<Option<String>> {

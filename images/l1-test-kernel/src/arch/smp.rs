@@ -1,6 +1,6 @@
 //! What starting and talking to other processors touches directly: the
-//! local APIC's registers (xAPIC, memory-mapped at its reset base), reads
-//! of physical memory (the ACPI tables), and the AP trampoline's page.
+//! local APIC's registers (xAPIC, memory-mapped at its reset base) and the
+//! AP trampoline's page.
 
 use core::sync::atomic::{fence, Ordering::SeqCst};
 
@@ -10,8 +10,6 @@ const XAPIC_BASE: u64 = 0xfee0_0000;
 /// and above the real-mode IVT and BIOS data area.
 pub const TRAMPOLINE_PAGE: u64 = 0x8000;
 const PAGE_SIZE: u64 = 4096;
-/// Everything below this is identity-mapped (boot.s).
-const IDENTITY_MAPPED: u64 = 4 << 30;
 
 extern "C" {
     static ap_trampoline_start: u8;
@@ -44,16 +42,6 @@ pub fn apic_write(offset: u32, value: u32) {
     // Safe because the identity map covers the APIC page, which holds no
     // Rust object: a write reaches the APIC, not the kernel's memory.
     unsafe { ((XAPIC_BASE + u64::from(offset)) as *mut u32).write_volatile(value) }
-}
-
-/// Reads physical memory below 4 GiB.
-pub fn read_physical(address: u64, buffer: &mut [u8]) {
-    assert!(address.saturating_add(buffer.len() as u64) <= IDENTITY_MAPPED, "{address:#x} is not mapped");
-    for (offset, byte) in buffer.iter_mut().enumerate() {
-        // Safe because the address is identity-mapped (checked above) and
-        // a byte read of RAM or firmware tables changes nothing.
-        *byte = unsafe { ((address + offset as u64) as *const u8).read_volatile() };
-    }
 }
 
 /// Copies the AP start code to [`TRAMPOLINE_PAGE`] and returns the SIPI
