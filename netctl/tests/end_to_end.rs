@@ -1,7 +1,6 @@
 //! netctl against the real router and sessions, served over a host TCP socket by
 //! `matryoshka_control::std_server`, with the fake back end.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -235,17 +234,24 @@ fn wrong_or_missing_tokens_exit_with_the_auth_code() {
     assert_eq!(netctl(&host.address, ACME, &["frobnicate"]).code, exit::USAGE);
 }
 
-fn free_port_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+/// A port that refuses connections and that no one else can take: bound but not listening.
+/// A port merely found free and released could be taken by a parallel test, and a
+/// connection to a released port in the ephemeral range can even connect to itself (TCP
+/// simultaneous open); a bound port is never chosen as a source port.
+fn refusing_port() -> (socket2::Socket, String) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap().to_string();
+    (socket, address)
 }
 
 #[test]
 fn a_refused_connection_is_retried_with_backoff_then_reported() {
-    let address = free_port_address();
+    let (held, address) = refusing_port();
     let started = Instant::now();
     let outcome = netctl(&address, ACME, &["--retries", "2", "list"]);
-    assert_eq!(outcome.code, exit::UNREACHABLE);
+    assert_eq!(outcome.code, exit::UNREACHABLE, "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains("cannot connect") && outcome.stderr.contains("after 3 attempts"),
         "{}",
@@ -257,6 +263,7 @@ fn a_refused_connection_is_retried_with_backoff_then_reported() {
     let late = address.clone();
     let server = thread::spawn(move || {
         thread::sleep(Duration::from_millis(250));
+        drop(held);
         serve_on(&late)
     });
     let outcome = netctl(&address, ACME, &["--retries", "6", "list"]);
