@@ -1,7 +1,8 @@
 //! Boot images: a GRUB ISO with the shim, its command line, a boot
 //! configuration and the modules that configuration names; or, for a
 //! kernel that runs on the machine itself (the L1 test hypervisor on
-//! Bochs's VMX), a GRUB ISO with that multiboot kernel alone.
+//! Bochs's VMX, Linux with KVM as the reference L0), a GRUB ISO with that
+//! multiboot kernel, or that bzImage and its initrd, alone.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -25,6 +26,18 @@ pub struct StoppingLines {
     pub failure: &'static str,
 }
 
+/// How the booted kernel ends the emulator, which decides what the
+/// emulator's exit status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndsBy {
+    /// Success and failure end the emulator differently: Bochs's magic
+    /// breakpoint or shutdown port, QEMU's debug-exit codes.
+    ExitCode,
+    /// ACPI power-off (Linux's `poweroff -f`): the emulator's status is the
+    /// same either way, so only the stopping lines tell them apart.
+    PowerOff,
+}
+
 /// A boot image ready for an emulator.
 #[derive(Debug, Clone)]
 pub struct BootImage {
@@ -33,9 +46,10 @@ pub struct BootImage {
     /// image boots a kernel directly), for resolving backtraces.
     pub shim_elf: PathBuf,
     pub stopping: StoppingLines,
+    pub ends_by: EndsBy,
 }
 
-/// A multiboot (v1) kernel booted directly instead of the shim.
+/// A kernel booted directly instead of the shim.
 #[derive(Debug, Clone)]
 struct BareKernel {
     /// What the loader loads (ELF32 for multiboot loaders).
@@ -43,6 +57,8 @@ struct BareKernel {
     /// The same kernel with debug info.
     elf: PathBuf,
     stopping: StoppingLines,
+    /// Some for a Linux bzImage (with its initrd), None for multiboot.
+    linux_initrd: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,7 +101,16 @@ impl ImageBuilder {
     /// the shim (`elf`: the same kernel with debug info). Its command line
     /// is the kernel's; it ends the machine by printing one of `stopping`.
     pub fn bare_kernel(image: PathBuf, elf: PathBuf, stopping: StoppingLines) -> Self {
-        Self { bare: Some(BareKernel { image, elf, stopping }), ..Self::default() }
+        Self { bare: Some(BareKernel { image, elf, stopping, linux_initrd: None }), ..Self::default() }
+    }
+
+    /// An image that boots the Linux `bzimage` with `initrd` directly,
+    /// without the shim, through GRUB's `linux` and `initrd`. Its command
+    /// line is the kernel's; it powers the machine off after printing one
+    /// of `stopping`.
+    pub fn bare_linux(bzimage: PathBuf, initrd: PathBuf, stopping: StoppingLines) -> Self {
+        let bare = BareKernel { elf: bzimage.clone(), image: bzimage, stopping, linux_initrd: Some(initrd) };
+        Self { bare: Some(bare), ..Self::default() }
     }
 
     /// Words for the shim's command line (see l0-shim/src/boot_options.rs),
@@ -165,10 +190,11 @@ impl ImageBuilder {
         grub.push_str("    boot\n}\n");
         fs::write(tree.join("boot/grub/grub.cfg"), grub).map_err(io_error("writing grub.cfg"))?;
         let iso = make_iso(dir, &tree)?;
-        Ok(BootImage { iso, shim_elf: shim, stopping: SHIM_STOPPING })
+        Ok(BootImage { iso, shim_elf: shim, stopping: SHIM_STOPPING, ends_by: EndsBy::ExitCode })
     }
 
-    /// A GRUB ISO that loads `bare` with multiboot (v1) and nothing else.
+    /// A GRUB ISO that loads `bare` with multiboot (v1), or as Linux with
+    /// its initrd, and nothing else.
     fn build_bare(&self, bare: &BareKernel, dir: &Path) -> Result<BootImage, String> {
         if self.config.is_some() || !self.modules.is_empty() {
             return Err("a bare kernel image takes no boot configuration or modules".to_string());
@@ -177,13 +203,19 @@ impl ImageBuilder {
         fs::create_dir_all(tree.join("boot/grub")).map_err(io_error("creating the ISO tree"))?;
         fs::copy(&bare.image, tree.join("boot/kernel"))
             .map_err(io_error(&format!("copying the kernel {}", bare.image.display())))?;
-        let grub = format!(
-            "set timeout=0\nset default=0\nmenuentry \"kernel\" {{\n    multiboot /boot/kernel {}\n    boot\n}}\n",
-            self.command_line.join(" ")
-        );
+        let command_line = self.command_line.join(" ");
+        let (load, ends_by) = match &bare.linux_initrd {
+            Some(initrd) => {
+                fs::copy(initrd, tree.join("boot/initrd"))
+                    .map_err(io_error(&format!("copying the initrd {}", initrd.display())))?;
+                (format!("linux /boot/kernel {command_line}\n    initrd /boot/initrd"), EndsBy::PowerOff)
+            }
+            None => (format!("multiboot /boot/kernel {command_line}"), EndsBy::ExitCode),
+        };
+        let grub = format!("set timeout=0\nset default=0\nmenuentry \"kernel\" {{\n    {load}\n    boot\n}}\n");
         fs::write(tree.join("boot/grub/grub.cfg"), grub).map_err(io_error("writing grub.cfg"))?;
         let iso = make_iso(dir, &tree)?;
-        Ok(BootImage { iso, shim_elf: bare.elf.clone(), stopping: bare.stopping })
+        Ok(BootImage { iso, shim_elf: bare.elf.clone(), stopping: bare.stopping, ends_by })
     }
 }
 

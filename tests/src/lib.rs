@@ -15,5 +15,5 @@ pub mod image;
 pub mod machine;
 pub mod workspace;
 
-pub use image::{BootImage, ImageBuilder, StoppingLines};
+pub use image::{BootImage, EndsBy, ImageBuilder, StoppingLines};
 pub use machine::{Emulator, Exit, HostForward, Machine, MachineConfig, NicModel};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::image::{BootImage, StoppingLines};
+use crate::image::{BootImage, EndsBy, StoppingLines};
 
 /// Bochs's Skylake-X model: EPT, VPID, unrestricted guest, VMCS shadowing.
 pub const BOCHS_VMX_CPU: &str = "corei7_skylake_x";
@@ -115,6 +115,7 @@ pub struct Machine {
     emulator: Emulator,
     shim_elf: PathBuf,
     stopping: StoppingLines,
+    ends_by: EndsBy,
     started: Instant,
     deadline: Instant,
     /// How far `expect` has read the console.
@@ -149,6 +150,7 @@ impl Machine {
             emulator: config.emulator.clone(),
             shim_elf: image.shim_elf.clone(),
             stopping: image.stopping,
+            ends_by: image.ends_by,
             started,
             deadline: started + config.timeout,
             consumed: 0,
@@ -235,9 +237,12 @@ impl Machine {
         let console = self.console();
         let said = |line: &str| console.contains(line);
         let code = status.code();
-        let (success_code, failure_code) = match self.emulator {
-            Emulator::Bochs { .. } => (0, 1),
-            Emulator::Qemu => (1, 3),
+        let (success_code, failure_code) = match (self.ends_by, &self.emulator) {
+            (EndsBy::ExitCode, Emulator::Bochs { .. }) => (0, 1),
+            (EndsBy::ExitCode, Emulator::Qemu) => (1, 3),
+            // Bochs ends with 1 on ACPI S5, QEMU with 0.
+            (EndsBy::PowerOff, Emulator::Bochs { .. }) => (1, 1),
+            (EndsBy::PowerOff, Emulator::Qemu) => (0, 0),
         };
         match code {
             Some(code) if code == success_code && said(self.stopping.success) => Exit::Success,
