@@ -49,6 +49,22 @@ guests:
 	@echo "L1 test kernel: build/guests/l1-test"
 	@echo "L1 test hypervisor: build/guests/l1-hypervisor"
 
+# matryoshka-vmm (images/vmm), linked static for the guest initramfs, which
+# has no C library (.cargo/vmm-static.toml); checked to have no ELF interpreter.
+VMM_STATIC_CONFIG = --config .cargo/vmm-static.toml
+VMM_BINARY = target/vmm/x86_64-unknown-linux-gnu/release/matryoshka-vmm
+.PHONY: vmm vmm-initramfs
+vmm:
+	$(CARGO) build $(VMM_STATIC_CONFIG) --release -p matryoshka-vmm
+	@if readelf -l $(VMM_BINARY) | grep -q INTERP; then echo "$(VMM_BINARY) is not static" >&2; exit 1; fi
+	@echo "matryoshka-vmm (static): $(VMM_BINARY)"
+
+# The Linux guest initramfs with the VMM, vmm-run and the L1 test kernels in
+# /guests (images/vmm/README.md); prints the archive's path.
+vmm-initramfs: vmm guests
+	images/linux/extend-initramfs.sh $(VMM_BINARY):bin/matryoshka-vmm images/vmm/vmm-run.sh:bin/vmm-run \
+		build/guests/l1-test:guests/l1-test build/guests/l1-hypervisor:guests/l1-hypervisor
+
 run: deps build guests
 	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)
 

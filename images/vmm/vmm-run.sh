@@ -8,8 +8,8 @@
 # The words after `--` become the VMM's --cmdline, so the kernel command
 # line needs no quotes inside matryoshka.run (it has no escapes, and GRUB
 # escapes any quote it passes on). It says what KVM offers, runs
-# matryoshka-vmm with its stdout and stderr on the console, and passes on
-# its exit status.
+# matryoshka-vmm, and passes on its exit status once the console has sent
+# everything.
 if [ ! -c /dev/kvm ]; then
     echo "vmm-run: no /dev/kvm (KVM built in? a CPU with VMX?)"
     exit 2
@@ -38,4 +38,9 @@ echo "vmm-run: matryoshka-vmm $*"
 matryoshka-vmm "$@"
 status=$?
 echo "vmm-run: matryoshka-vmm exited with status $status"
+# Wait until the console has sent all of that: /init powers off right after
+# the command, and a serial line at 115200 baud (Bochs paces it) would still
+# hold the last lines. Setting the terminal's modes again waits for the
+# output to drain first (busybox stty uses TCSADRAIN).
+stty -F /dev/console "$(stty -F /dev/console -g)" 2>/dev/null
 exit $status

@@ -150,3 +150,58 @@ fn build_linux_images() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Builds matryoshka-vmm (images/vmm) as a static binary once per process
+/// (`.cargo/vmm-static.toml`, as `make vmm` does) and returns its path.
+pub fn vmm_static() -> Result<PathBuf, String> {
+    static VMM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    VMM.get_or_init(build_vmm_static).clone()
+}
+
+fn build_vmm_static() -> Result<PathBuf, String> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--config", ".cargo/vmm-static.toml", "--release", "--quiet", "-p", "matryoshka-vmm"])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .map_err(|error| format!("cannot run cargo to build matryoshka-vmm: {error}"))?;
+    if !status.success() {
+        return Err(format!("building the static matryoshka-vmm failed ({status})"));
+    }
+    let vmm = root().join("target/vmm/x86_64-unknown-linux-gnu/release/matryoshka-vmm");
+    if !vmm.is_file() {
+        return Err(format!("the build succeeded but {} is missing", vmm.display()));
+    }
+    Ok(vmm)
+}
+
+/// The Linux guest kernel and the initramfs variant that also holds
+/// `/bin/matryoshka-vmm`, `/bin/vmm-run` and the L1 test kernel and test
+/// hypervisor under `/guests` (images/linux/extend-initramfs.sh, cached).
+pub fn vmm_linux_images() -> Result<(PathBuf, PathBuf), String> {
+    linux_images()?;
+    guest_kernels()?;
+    let vmm = vmm_static()?;
+    let guests = guest_build_dir();
+    let files = [
+        (vmm, "bin/matryoshka-vmm"),
+        (root().join("images/vmm/vmm-run.sh"), "bin/vmm-run"),
+        (guests.join("l1-test"), "guests/l1-test"),
+        (guests.join("l1-hypervisor"), "guests/l1-hypervisor"),
+    ];
+    let output = Command::new(root().join("images/linux/extend-initramfs.sh"))
+        .arg("--base")
+        .arg(guests.join("linux-initramfs"))
+        .args(files.iter().map(|(source, destination)| format!("{}:{destination}", source.display())))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot run images/linux/extend-initramfs.sh: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("images/linux/extend-initramfs.sh failed ({})", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let archive = PathBuf::from(stdout.lines().last().map(str::trim).unwrap_or_default());
+    Ok((guests.join("linux-bzimage"), archive))
+}

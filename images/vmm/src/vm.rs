@@ -7,8 +7,8 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_dtable, kvm_pit_config, kvm_regs, kvm_segment, kvm_userspace_memory_region,
-    KVM_MAX_CPUID_ENTRIES,
+    kvm_cpuid_entry2, kvm_dtable, kvm_lapic_state, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_segment,
+    kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -27,6 +27,17 @@ use crate::{linux_boot, mptable, multiboot};
 const TSS_ADDRESS: usize = 0xfffb_d000;
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
 const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+/// Locked, VMXON allowed outside SMX: what a PC's firmware leaves for an
+/// OS that may use VMX (and what QEMU sets for nested guests).
+const FEATURE_CONTROL_LOCKED_VMX: u64 = 0x5;
+/// Local APIC registers (offsets in the APIC page) and LVT delivery modes.
+const APIC_LVT_LINT0: usize = 0x350;
+const APIC_LVT_LINT1: usize = 0x360;
+const APIC_DELIVERY_MODE_MASK: u32 = 0x700;
+const APIC_DELIVERY_NMI: u32 = 0x400;
+const APIC_DELIVERY_EXTINT: u32 = 0x700;
+const APIC_LVT_MASKED: u32 = 1 << 16;
 
 /// How the guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +87,20 @@ pub fn segment(selector: u16, descriptor: u64) -> kvm_segment {
     }
 }
 
+/// LINT0 takes the 8259s' interrupts (ExtINT) and LINT1 NMIs, as a PC's
+/// firmware leaves them for the boot CPU: a guest that never touches its
+/// local APIC (the test kernels' PIT check) still gets the PIC's IRQs.
+pub fn wire_lint_pins(lapic: &mut kvm_lapic_state) {
+    for (offset, mode) in [(APIC_LVT_LINT0, APIC_DELIVERY_EXTINT), (APIC_LVT_LINT1, APIC_DELIVERY_NMI)] {
+        let register = &mut lapic.regs[offset..offset + 4];
+        let bytes: [u8; 4] = std::array::from_fn(|index| register[index] as u8);
+        let value = (u32::from_le_bytes(bytes) & !(APIC_DELIVERY_MODE_MASK | APIC_LVT_MASKED)) | mode;
+        for (slot, byte) in register.iter_mut().zip(value.to_le_bytes()) {
+            *slot = byte as std::os::raw::c_char;
+        }
+    }
+}
+
 fn rdtsc() -> u64 {
     // Safe because RDTSC only reads the time-stamp counter.
     #[allow(unused_unsafe)]
@@ -105,7 +130,10 @@ impl Vm {
         let vm = kvm.create_vm().map_err(|error| format!("KVM_CREATE_VM: {error}"))?;
         vm.set_tss_address(TSS_ADDRESS).map_err(|error| format!("KVM_SET_TSS_ADDR: {error}"))?;
         vm.create_irq_chip().map_err(|error| format!("KVM_CREATE_IRQCHIP: {error}"))?;
-        vm.create_pit2(kvm_pit_config::default()).map_err(|error| format!("KVM_CREATE_PIT2: {error}"))?;
+        // With the speaker "dummy", KVM itself answers port 0x61 with PIT
+        // channel 2's gate and output, which guests time themselves with.
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(|error| format!("KVM_CREATE_PIT2: {error}"))?;
 
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), ram_bytes as usize)])
             .map_err(|error| format!("cannot allocate {} MiB of guest RAM: {error}", args.mem))?;
@@ -140,6 +168,19 @@ impl Vm {
         adjust_cpuid(cpuid.as_mut_slice(), args.nested);
         vcpu.set_cpuid2(&cpuid).map_err(|error| format!("KVM_SET_CPUID2: {error}"))?;
         set_boot_state(&mut vcpu, &cpu)?;
+        if args.nested {
+            let entry =
+                kvm_msr_entry { index: IA32_FEATURE_CONTROL, data: FEATURE_CONTROL_LOCKED_VMX, ..Default::default() };
+            let msrs = Msrs::from_entries(&[entry]).map_err(|error| format!("MSR list: {error:?}"))?;
+            match vcpu.set_msrs(&msrs) {
+                Ok(1) => {}
+                Ok(_) => return Err("KVM refused IA32_FEATURE_CONTROL = locked with VMX (nested=1?)".into()),
+                Err(error) => return Err(format!("KVM_SET_MSRS: {error}")),
+            }
+        }
+        let mut lapic = vcpu.get_lapic().map_err(|error| format!("KVM_GET_LAPIC: {error}"))?;
+        wire_lint_pins(&mut lapic);
+        vcpu.set_lapic(&lapic).map_err(|error| format!("KVM_SET_LAPIC: {error}"))?;
         let stats = match VcpuStats::open(&vcpu) {
             Ok(stats) => Some(stats),
             Err(error) => {
@@ -323,6 +364,24 @@ mod tests {
         let mut without = [leaf(1, 0x1, 0)];
         adjust_cpuid(&mut without, true);
         assert_eq!(without[0].ecx & CPUID_1_ECX_VMX, 0);
+    }
+
+    fn lapic_register(lapic: &kvm_lapic_state, offset: usize) -> u32 {
+        u32::from_le_bytes(std::array::from_fn(|index| lapic.regs[offset + index] as u8))
+    }
+
+    #[test]
+    fn lint0_is_extint_and_lint1_nmi_both_unmasked() {
+        let mut lapic = kvm_lapic_state { regs: [0; 1024] };
+        // As after reset: both masked; LINT1 with a stray fixed vector.
+        lapic.regs[APIC_LVT_LINT0 + 2] = 1;
+        lapic.regs[APIC_LVT_LINT1 + 2] = 1;
+        lapic.regs[APIC_LVT_LINT1] = 0x30;
+        lapic.regs[0x20] = 0x12; // the ID register, left alone
+        wire_lint_pins(&mut lapic);
+        assert_eq!(lapic_register(&lapic, APIC_LVT_LINT0), 0x700);
+        assert_eq!(lapic_register(&lapic, APIC_LVT_LINT1), 0x430);
+        assert_eq!(lapic.regs[0x20], 0x12);
     }
 
     #[test]
