@@ -59,11 +59,14 @@ vmm:
 	@if readelf -l $(VMM_BINARY) | grep -q INTERP; then echo "$(VMM_BINARY) is not static" >&2; exit 1; fi
 	@echo "matryoshka-vmm (static): $(VMM_BINARY)"
 
-# The Linux guest initramfs with the VMM, vmm-run and the L1 test kernels in
-# /guests (images/vmm/README.md); prints the archive's path.
+# The Linux guest initramfs with the VMM, vmm-run, and in /guests the L1
+# test kernels and the Linux kernel and initramfs themselves (for a nested
+# Linux; images/vmm/README.md); prints the archive's path.
 vmm-initramfs: vmm guests
-	images/linux/extend-initramfs.sh $(VMM_BINARY):bin/matryoshka-vmm images/vmm/vmm-run.sh:bin/vmm-run \
-		build/guests/l1-test:guests/l1-test build/guests/l1-hypervisor:guests/l1-hypervisor
+	@kernel=$$(images/linux/build-kernel.sh | tail -n1) && base=$$(images/linux/build-initramfs.sh | tail -n1) && \
+	images/linux/extend-initramfs.sh --base $$base $(VMM_BINARY):bin/matryoshka-vmm images/vmm/vmm-run.sh:bin/vmm-run \
+		build/guests/l1-test:guests/l1-test build/guests/l1-hypervisor:guests/l1-hypervisor \
+		$$kernel:guests/linux-bzimage $$base:guests/linux-initramfs
 
 run: deps build guests
 	$(CARGO) run --quiet -p matryoshka-tests --bin run-scenario -- --scenario $(SCENARIO) $(RUN_ARGS)

@@ -178,8 +178,9 @@ fn build_vmm_static() -> Result<PathBuf, String> {
 }
 
 /// The Linux guest kernel and the initramfs variant that also holds
-/// `/bin/matryoshka-vmm`, `/bin/vmm-run` and the L1 test kernel and test
-/// hypervisor under `/guests` (images/linux/extend-initramfs.sh, cached).
+/// `/bin/matryoshka-vmm`, `/bin/vmm-run`, and under `/guests` the L1 test
+/// kernel, the L1 test hypervisor and the same Linux kernel and default
+/// initramfs, for a nested Linux (images/linux/extend-initramfs.sh, cached).
 pub fn vmm_linux_images() -> Result<(PathBuf, PathBuf), String> {
     linux_images()?;
     guest_kernels()?;
@@ -190,6 +191,8 @@ pub fn vmm_linux_images() -> Result<(PathBuf, PathBuf), String> {
         (root().join("images/vmm/vmm-run.sh"), "bin/vmm-run"),
         (guests.join("l1-test"), "guests/l1-test"),
         (guests.join("l1-hypervisor"), "guests/l1-hypervisor"),
+        (guests.join("linux-bzimage"), "guests/linux-bzimage"),
+        (guests.join("linux-initramfs"), "guests/linux-initramfs"),
     ];
     let output = Command::new(root().join("images/linux/extend-initramfs.sh"))
         .arg("--base")

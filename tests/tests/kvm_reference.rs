@@ -1,9 +1,11 @@
 //! Linux KVM as the reference L0 (issue 7's reference column): the tiny
 //! Linux of images/linux booted directly on Bochs's VMX, without the shim,
-//! with kvm_intel nested=1, runs matryoshka-vmm (images/vmm) on the L1 test
-//! hypervisor, which needs VMX from KVM's nested support (Bochs → Linux KVM
-//! (L0) → l1-hypervisor (L1) → its L2 payload), and then on the L1 test
-//! kernel, which checks the platform the VMM and KVM give it.
+//! with kvm_intel nested=1, runs matryoshka-vmm (images/vmm) three times:
+//! on the L1 test hypervisor, which needs VMX from KVM's nested support
+//! (Bochs → Linux KVM (L0) → l1-hypervisor (L1) → its L2 payload); on the
+//! same tiny Linux as a bzImage with its initramfs (the Linux boot protocol,
+//! e820, the MP table); and on the L1 test kernel, which checks the platform
+//! the VMM and KVM give it.
 
 use std::time::{Duration, Instant};
 
@@ -54,27 +56,30 @@ fn counter(line: &str, name: &str) -> Option<u64> {
     line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
-/// Checks the VMM's closing lines and returns its exit statistics line.
-fn expect_vmm_end(machine: &mut Machine, status: u32) -> String {
+/// Checks the VMM's closing lines, its `ending` and exit `status`, and
+/// returns its tick count and exit statistics lines.
+fn expect_vmm_end(machine: &mut Machine, ending: &str, status: u32) -> String {
     let ticks = expect(machine, "matryoshka-vmm: ran ");
     let stats = expect(machine, "matryoshka-vmm: stats end: ");
     let exits = counter(&stats, "exits").unwrap_or_else(|| panic!("no exits= in '{stats}'"));
     let io_exits = counter(&stats, "io_exits").unwrap_or(0);
     // The guest's console alone is dozens of port writes, each one an exit.
     assert!(io_exits >= 50 && exits >= io_exits, "implausible exit counts: {stats}");
-    expect(machine, &format!("exit status {status}"));
+    expect(machine, &format!("matryoshka-vmm: {ending}: exit status {status}"));
     expect(machine, &format!("vmm-run: matryoshka-vmm exited with status {status}"));
     format!("{ticks}\n{stats}")
 }
 
 #[test]
-fn linux_kvm_as_l0_runs_the_l1_hypervisor_and_the_l1_test_kernel_under_matryoshka_vmm() {
+fn linux_kvm_as_l0_runs_the_l1_hypervisor_linux_and_the_l1_test_kernel_under_matryoshka_vmm() {
     let started = Instant::now();
     let (bzimage, initramfs) = workspace::vmm_linux_images().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::Builder::new().prefix("matryoshka-kvm-l0-").tempdir().expect("temporary directory");
     // vmm-run takes the guest's command line after `--`: no quotes, which
     // the kernel command line cannot escape.
     let run = "vmm-run --kernel /guests/l1-hypervisor --mem 32 --nested -- checks=all; \
+               vmm-run --kernel /guests/linux-bzimage --initrd /guests/linux-initramfs --mem 96 -- \
+                   console=ttyS0 tsc_early_khz=50000 panic=-1 matryoshka.run=uname; \
                vmm-run --kernel /guests/l1-test --mem 32 -- tests=all expect-vmx=0 expect-hypervisor=1 bench=200";
     // Without preemption_timer=0, KVM's use of the VMX preemption timer
     // (its "hv timer" for the guest's local APIC timer) hangs this Linux on
@@ -104,8 +109,25 @@ fn linux_kvm_as_l0_runs_the_l1_hypervisor_and_the_l1_test_kernel_under_matryoshk
         expect(&mut machine, &format!("l1-hypervisor: {check}: ok"));
     }
     expect(&mut machine, &format!("l1-hypervisor: done: {} passed, 1 failed", L1_HYPERVISOR_CHECKS.len()));
-    let l1_hypervisor_end = expect_vmm_end(&mut machine, 3);
+    let l1_hypervisor_end = expect_vmm_end(&mut machine, "the guest wrote 0x1 to port 0xf4", 3);
     let second_start = machine.elapsed();
+
+    // Linux under the VMM finds the e820 map and the MP table, routes its
+    // interrupts through the IOAPIC, runs its command and halts (no ACPI,
+    // so `poweroff -f` halts), which ends the VMM.
+    expect(&mut machine, "matryoshka-vmm: 96 MiB, 1 vCPU, VMX hidden, entry 0x100000");
+    expect(&mut machine, "BIOS-e820: [mem 0x000000000009fc00-0x000000000009ffff] reserved");
+    expect(&mut machine, "BIOS-e820: [mem 0x0000000000100000-0x0000000005ffffff] usable");
+    expect(&mut machine, "found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]");
+    expect(&mut machine, "MPTABLE: OEM ID: MATRYOSH");
+    expect(&mut machine, "IOAPIC[0]: apic_id 1, version 17, address 0xfec00000, GSI 0-23");
+    expect(&mut machine, "APIC: Switch to symmetric I/O mode setup");
+    expect(&mut machine, "matryoshka-guest: run begin");
+    expect(&mut machine, "Linux");
+    expect(&mut machine, "matryoshka-guest: run end (status 0)");
+    expect(&mut machine, "reboot: System halted");
+    let linux_end = expect_vmm_end(&mut machine, "the guest halted with interrupts off", 0);
+    let third_start = machine.elapsed();
 
     // The L1 test kernel under KVM: every platform check passes.
     expect(&mut machine, "matryoshka-vmm: 32 MiB, 1 vCPU, VMX hidden, entry 0x");
@@ -116,7 +138,7 @@ fn linux_kvm_as_l0_runs_the_l1_hypervisor_and_the_l1_test_kernel_under_matryoshk
     let cpuid = expect(&mut machine, "l1-test: bench: cpuid round trip:");
     let io = expect(&mut machine, "l1-test: bench: port 0x230 read round trip:");
     expect(&mut machine, &format!("l1-test: done: {} passed, 0 failed", L1_TEST_CHECKS.len()));
-    let l1_test_end = expect_vmm_end(&mut machine, 1);
+    let l1_test_end = expect_vmm_end(&mut machine, "the guest wrote 0x0 to port 0xf4", 1);
     let end = machine.elapsed();
     machine.expect_exit(Exit::Success).unwrap_or_else(|report| panic!("{report}"));
 
@@ -126,12 +148,13 @@ fn linux_kvm_as_l0_runs_the_l1_hypervisor_and_the_l1_test_kernel_under_matryoshk
     assert!(failures[0].starts_with(KVM_PREEMPTION_TIMER_DEVIATION), "{failures:#?}");
     assert_eq!(failures[1], "l1-hypervisor: preemption-timer: FAILED");
     // Reported, not asserted: the reference numbers.
-    println!("{cpuid}\n{io}\nl1-test: {l1_test_end}\nl1-hypervisor: {l1_hypervisor_end}");
+    println!("{cpuid}\n{io}\nl1-test: {l1_test_end}\nl1-hypervisor: {l1_hypervisor_end}\nlinux: {linux_end}");
     println!(
-        "wall time: Bochs start to the first VMM {:.1} s, l1-hypervisor {:.1} s, l1-test {:.1} s; test {:.1} s in all",
+        "wall time: Bochs start to the first VMM {:.1} s, l1-hypervisor {:.1} s, linux {:.1} s, l1-test {:.1} s; test {:.1} s in all",
         first_start.as_secs_f64(),
         (second_start - first_start).as_secs_f64(),
-        (end - second_start).as_secs_f64(),
+        (third_start - second_start).as_secs_f64(),
+        (end - third_start).as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -8,7 +8,8 @@ use crate::layout::{MAX_RAM_MIB, MIN_RAM_MIB};
 
 /// Runs one guest under KVM: a Linux bzImage or a multiboot (v1) ELF kernel,
 /// with COM1 on stdout. Exit status: (V << 1) | 1 when the guest writes V to
-/// port 0xf4; 0 when the guest resets the machine; 2 for a VMM error
+/// port 0xf4; 0 when the guest resets the machine or halts with interrupts
+/// off; 2 for a VMM error
 /// (arguments, kernel file, KVM); 4 when the guest crashes (triple fault,
 /// failed VM entry, KVM internal error).
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]

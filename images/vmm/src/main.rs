@@ -22,8 +22,9 @@ use vm::{Ending, Vm};
 const EXIT_VMM_ERROR: u8 = 2;
 /// The guest crashed: triple fault, failed VM entry, KVM internal error.
 const EXIT_GUEST_CRASHED: u8 = 4;
-/// The guest reset the machine (Linux's reboot, or its panic=-1).
-const EXIT_GUEST_RESET: u8 = 0;
+/// The guest reset the machine (Linux's reboot, or its panic=-1), or
+/// halted with interrupts off (Linux's poweroff without ACPI).
+const EXIT_GUEST_STOPPED: u8 = 0;
 
 fn main() -> ExitCode {
     let args = args::Args::parse();
@@ -35,8 +36,12 @@ fn main() -> ExitCode {
             status
         }
         Ok(Ending::Reset) => {
-            eprintln!("matryoshka-vmm: the guest reset the machine: exit status {EXIT_GUEST_RESET}");
-            EXIT_GUEST_RESET
+            eprintln!("matryoshka-vmm: the guest reset the machine: exit status {EXIT_GUEST_STOPPED}");
+            EXIT_GUEST_STOPPED
+        }
+        Ok(Ending::Halted) => {
+            eprintln!("matryoshka-vmm: the guest halted with interrupts off: exit status {EXIT_GUEST_STOPPED}");
+            EXIT_GUEST_STOPPED
         }
         Ok(Ending::Crashed(what)) => {
             eprintln!("matryoshka-vmm: the guest crashed: {what}: exit status {EXIT_GUEST_CRASHED}");

@@ -4,11 +4,13 @@
 
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_dtable, kvm_lapic_state, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_segment,
-    kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -44,7 +46,70 @@ const APIC_LVT_MASKED: u32 = 1 << 16;
 pub enum Ending {
     DebugExit(u32),
     Reset,
+    /// HLT with interrupts off: nothing can wake it (Linux's `poweroff`
+    /// without ACPI ends this way, "reboot: System halted").
+    Halted,
     Crashed(String),
+}
+
+/// How long the guest may go without a user-space exit before the VMM
+/// looks whether it has halted for good (KVM keeps a halted vCPU in
+/// KVM_RUN, so only a signal brings the VMM back).
+const HALT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const RFLAGS_INTERRUPTS_ENABLED: u64 = 1 << 9;
+
+/// The signal that interrupts KVM_RUN for the halt check.
+const HALT_CHECK_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A thread that sends [`HALT_CHECK_SIGNAL`] to the vCPU thread when no
+/// exit came back for [`HALT_CHECK_INTERVAL`]; each poke is one
+/// `signal_exits` in KVM's statistics.
+struct HaltWatch {
+    exits: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HaltWatch {
+    fn start() -> Result<Self, String> {
+        // Safe because the handler does nothing (so it is async-signal-safe)
+        // and the sigaction structure is fully initialised. Without
+        // SA_RESTART, KVM_RUN returns EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(HALT_CHECK_SIGNAL, &action, std::ptr::null_mut()) != 0 {
+                return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+            }
+        }
+        // Safe because pthread_self only names the calling thread.
+        let vcpu_thread = unsafe { libc::pthread_self() };
+        let exits = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopping) = (exits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = seen.load(Ordering::Relaxed);
+            while !stopping.load(Ordering::Relaxed) {
+                std::thread::sleep(HALT_CHECK_INTERVAL);
+                let now = seen.load(Ordering::Relaxed);
+                if now == last && !stopping.load(Ordering::Relaxed) {
+                    // Safe because the vCPU thread outlives this one's use
+                    // of it: `stop` is set before run() returns.
+                    unsafe { libc::pthread_kill(vcpu_thread, HALT_CHECK_SIGNAL) };
+                }
+                last = now;
+            }
+        });
+        Ok(Self { exits, stop })
+    }
+}
+
+impl Drop for HaltWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Leaf 1 as this VMM shows it: VMX only with `nested`, the hypervisor
@@ -200,8 +265,10 @@ impl Vm {
     /// Runs the guest until it ends.
     pub fn run(&mut self) -> Result<Ending, String> {
         let started = Instant::now();
+        let watch = HaltWatch::start()?;
         let first_tick = rdtsc();
-        let ending = self.run_loop();
+        let ending = self.run_loop(&watch);
+        drop(watch);
         let ticks = rdtsc().wrapping_sub(first_tick);
         let _ = std::io::stdout().flush();
         eprintln!(
@@ -227,10 +294,12 @@ impl Vm {
         }
     }
 
-    fn run_loop(&mut self) -> Result<Ending, String> {
+    fn run_loop(&mut self, watch: &HaltWatch) -> Result<Ending, String> {
         let mut stdout = std::io::stdout();
         loop {
-            let event = match self.vcpu.run() {
+            let exit = self.vcpu.run();
+            watch.exits.fetch_add(1, Ordering::Relaxed);
+            let event = match exit {
                 Ok(VcpuExit::IoIn(port, data)) => {
                     self.platform.io_in(port, data);
                     Event::None
@@ -254,7 +323,13 @@ impl Vm {
                     return Ok(Ending::Crashed(format!("unexpected system event {kind}")));
                 }
                 Ok(other) => return Ok(Ending::Crashed(format!("unexpected exit {other:?}"))),
-                Err(error) if error.errno() == libc::EINTR || error.errno() == libc::EAGAIN => Event::None,
+                Err(error) if error.errno() == libc::EINTR => {
+                    if self.halted_for_good()? {
+                        return Ok(Ending::Halted);
+                    }
+                    Event::None
+                }
+                Err(error) if error.errno() == libc::EAGAIN => Event::None,
                 Err(error) => return Err(format!("KVM_RUN: {error}")),
             };
             let output = self.platform.serial.take_output();
@@ -271,6 +346,12 @@ impl Vm {
                 Event::StatsMarker(value) => self.print_stats(&format!("marker {value}")),
             }
         }
+    }
+
+    fn halted_for_good(&self) -> Result<bool, String> {
+        let state = self.vcpu.get_mp_state().map_err(|error| format!("KVM_GET_MP_STATE: {error}"))?;
+        let regs = self.vcpu.get_regs().map_err(|error| format!("KVM_GET_REGS: {error}"))?;
+        Ok(state.mp_state == KVM_MP_STATE_HALTED && regs.rflags & RFLAGS_INTERRUPTS_ENABLED == 0)
     }
 
     fn crash_report(&self, what: &str) -> String {
