@@ -432,6 +432,22 @@ impl GuestMonitor {
         }
     }
 
+    /// The host pressed the power button (`Event::PowerButton`): the SCI
+    /// goes up if the guest listens, and `vcpu` is answered as for a timer
+    /// (a halted one takes the interrupt now, a running one at its next
+    /// exit; others are kicked).
+    pub fn handle_power_button(&mut self, vcpu: u32, now_ns: u64) -> Response {
+        if self.vcpus.get(vcpu as usize).is_none() {
+            return stop(StopReason::MonitorError, format!("power button for unknown vCPU {vcpu}"));
+        }
+        self.platform.press_power_button(now_ns);
+        let mut response = self.handle_timer(vcpu, now_ns);
+        let listening = self.platform.acpi_pm().sci_level();
+        let note = if listening { "the guest is told (SCI)" } else { "the guest has not enabled it" };
+        response.actions.insert(0, log(LOG_INFO, format!("power button pressed: {note}")));
+        response
+    }
+
     /// A deadline the vCPU waited for has passed, or another vCPU kicked
     /// it: it is halted, or waits for a SIPI.
     pub fn handle_timer(&mut self, vcpu: u32, now_ns: u64) -> Response {
@@ -1400,6 +1416,43 @@ mod tests {
             Action::InjectEvent { vector: 0xec, kind: InjectionKind::ExternalInterrupt, error_code: None }
         );
         assert!(!woken.actions.iter().any(|action| matches!(action, Action::Halt { .. })), "{woken:?}");
+    }
+
+    #[test]
+    fn the_power_button_wakes_a_halted_guest_that_listens_and_not_one_that_does_not() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        let store = |monitor: &mut GuestMonitor, memory: &mut VecMemory, address: u64, value: u64| {
+            let event = with_gprs(mmio_exit(address, true, &[0x89, 0x18], memory), &[(RBX, value)]);
+            monitor.handle_exit_with_memory(&event, memory)
+        };
+        // Not listening: the press is logged, the halted vCPU stays halted.
+        let hlt = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 1));
+        assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })));
+        let ignored = monitor.handle_power_button(0, 1_000);
+        assert!(!injects(&ignored), "{ignored:?}");
+        assert!(matches!(ignored.actions.last(), Some(Action::Halt { .. })), "{ignored:?}");
+        // Linux: LINT0 masked, IOAPIC pin 9 level to vector 0x39, PWRBTN_EN.
+        store(&mut monitor, &mut memory, 0xfee0_0350, 0x1_0700);
+        store(&mut monitor, &mut memory, 0xfec0_0000, 0x22);
+        store(&mut monitor, &mut memory, 0xfec0_0010, 0x8039);
+        // The press before PWRBTN_EN is still pending: enabling raises the SCI.
+        let enabled = out(&mut monitor, 0x603, 0x01, 1); // PM1_EN.PWRBTN_EN (high byte)
+        assert!(injects(&enabled), "{enabled:?}");
+        // Cleared and EOI'd; the next press wakes the halted vCPU with the SCI.
+        out(&mut monitor, 0x601, 0x01, 1); // PM1_STS.PWRBTN_STS: write 1 to clear
+        store(&mut monitor, &mut memory, 0xfee0_00b0, 0);
+        let hlt = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 1));
+        assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })), "{hlt:?}");
+        let woken = monitor.handle_power_button(0, 2_000);
+        assert!(woken.actions.contains(&Action::InjectEvent {
+            vector: 0x39,
+            kind: InjectionKind::ExternalInterrupt,
+            error_code: None
+        }));
+        assert!(!woken.actions.iter().any(|action| matches!(action, Action::Halt { .. })), "{woken:?}");
+        assert!(matches!(monitor.handle_power_button(7, 0).actions.last(), Some(Action::Stop { .. })));
     }
 
     #[test]

@@ -86,6 +86,13 @@ pub enum Event {
     /// Tag 3. A deadline the monitor set has passed, or the monitor kicked
     /// this halted vCPU (`Action::Kick`). Layout: vCPU (u32), now (u64).
     Timer { vcpu: u32, now_ns: u64 },
+    /// Tag 4. The host asks the guest to power off (the control API's
+    /// `shutdown`): the monitor presses its ACPI power button (PM1_STS
+    /// PWRBTN_STS, an SCI if the guest enabled PWRBTN_EN) and answers as it
+    /// would a `Timer` for this vCPU: it may inject the SCI, halt or kick.
+    /// A guest that does not listen keeps running. Layout: vCPU (u32), now
+    /// (u64).
+    PowerButton { vcpu: u32, now_ns: u64 },
 }
 
 /// Event types VM entry can inject (SDM 25.8.3).
@@ -269,6 +276,11 @@ pub fn encode_event(sequence: u32, event: &Event) -> Result<Vec<u8>, EncodeError
             writer.u32(*vcpu);
             writer.u64(*now_ns);
         }
+        Event::PowerButton { vcpu, now_ns } => {
+            writer.u8(4);
+            writer.u32(*vcpu);
+            writer.u64(*now_ns);
+        }
     }
     finish(bytes)
 }
@@ -284,6 +296,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<(u32, Event), DecodeError> {
         1 => Event::Start { vcpu: reader.u32()?, ram_bytes: reader.u64()?, now_ns: reader.u64()? },
         2 => Event::Exit(read_exit(&mut reader)?),
         3 => Event::Timer { vcpu: reader.u32()?, now_ns: reader.u64()? },
+        4 => Event::PowerButton { vcpu: reader.u32()?, now_ns: reader.u64()? },
         tag => return Err(DecodeError::UnknownTag { what: "event", tag }),
     };
     reader.finish()?;

@@ -69,6 +69,7 @@ fn every_event_round_trips() {
         Event::Start { vcpu: 0, ram_bytes: 64 << 20, now_ns: 42 },
         Event::Exit(sample_exit()),
         Event::Timer { vcpu: 3, now_ns: u64::MAX },
+        Event::PowerButton { vcpu: 1, now_ns: 7 },
     ] {
         let bytes = encode_event(7, &event).unwrap();
         assert_eq!(&bytes[..4], b"MTRY");
@@ -93,6 +94,16 @@ fn header_layout_is_as_documented() {
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1 + 4 + 8);
     assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 0x0102_0304);
     assert_eq!(bytes.len(), HEADER_LEN + 13);
+}
+
+#[test]
+fn the_power_button_event_is_tag_4_with_a_vcpu_and_a_time() {
+    let bytes = encode_event(3, &Event::PowerButton { vcpu: 2, now_ns: 0x1122_3344_5566_7788 }).unwrap();
+    let payload = &bytes[HEADER_LEN..];
+    assert_eq!(payload[0], 4);
+    assert_eq!(u32::from_le_bytes(payload[1..5].try_into().unwrap()), 2);
+    assert_eq!(u64::from_le_bytes(payload[5..13].try_into().unwrap()), 0x1122_3344_5566_7788);
+    assert_eq!(payload.len(), 13);
 }
 
 #[test]

@@ -138,6 +138,7 @@ impl Session {
                 monitor.handle_exit_with_memory(&exit, memory)
             }
             (Event::Timer { vcpu, now_ns }, Some(monitor)) => monitor.handle_timer(vcpu, now_ns),
+            (Event::PowerButton { vcpu, now_ns }, Some(monitor)) => monitor.handle_power_button(vcpu, now_ns),
             (_, None) => stop(StopReason::MonitorError, "an event before the start event"),
         })
     }
