@@ -22,6 +22,11 @@ struct FakeGuest {
     exits: Vec<ExitCount>,
 }
 
+/// The fake host's free memory: a guest with more cannot start (507).
+pub const FAKE_FREE_MEMORY_MIB: u64 = 512;
+/// The largest image the fake takes (413).
+pub const FAKE_MAX_IMAGE_BYTES: usize = 1 << 20;
+
 pub struct FakeBackend {
     guests: Vec<FakeGuest>,
     console_capacity: usize,
@@ -196,16 +201,19 @@ impl GuestBackend for FakeBackend {
         Ok(info)
     }
 
-    fn upload(&mut self, name: &str, image: Image, bytes: Vec<u8>) -> Result<GuestInfo, BackendError> {
+    fn upload(&mut self, name: &str, image: Image, bytes: &[u8]) -> Result<GuestInfo, BackendError> {
         let guest = self.find_mut(name).ok_or(BackendError::NoSuchGuest)?;
         if guest.info.state != GuestState::Created {
             return Err(BackendError::WrongState("images can only be replaced before the guest's first start".into()));
+        }
+        if bytes.len() > FAKE_MAX_IMAGE_BYTES {
+            return Err(BackendError::TooLarge(format!("images are at most {FAKE_MAX_IMAGE_BYTES} bytes")));
         }
         let description = Some(format!("uploaded, {} bytes", bytes.len()));
         match image {
             Image::Kernel => {
                 guest.info.kernel = description;
-                guest.kernel = Some(bytes);
+                guest.kernel = Some(bytes.to_vec());
             }
             Image::Initrd => guest.info.initrd = description,
         }
@@ -220,6 +228,12 @@ impl GuestBackend for FakeBackend {
             (Action::Start, GuestState::Created | GuestState::Stopped) => {
                 if guest.info.kernel.is_none() {
                     return Err(BackendError::WrongState(format!("guest '{name}' has no kernel")));
+                }
+                if guest.info.memory_mib > FAKE_FREE_MEMORY_MIB {
+                    return Err(BackendError::OutOfResources(format!(
+                        "not enough free memory for guest '{name}': {} MiB wanted, {FAKE_FREE_MEMORY_MIB} MiB free",
+                        guest.info.memory_mib
+                    )));
                 }
                 guest.info.stop_reason = None;
                 GuestState::Running
@@ -295,7 +309,7 @@ impl GuestBackend for FakeBackend {
             logical_cpus: 1,
             vmx_features: vec!["ept".into(), "vpid".into(), "unrestricted_guest".into()],
             total_memory_bytes: 1 << 30,
-            free_memory_bytes: 1 << 29,
+            free_memory_bytes: FAKE_FREE_MEMORY_MIB << 20,
             uptime_ms: self.uptime_ms,
         }
     }

@@ -17,7 +17,7 @@ use client::{Client, ClientError, HttpResponse};
 /// Exit codes, documented in README.md; scripts rely on them.
 pub mod exit {
     pub const OK: i32 = 0;
-    /// The server refused the request for a reason not listed below (400, 422, 5xx, ...).
+    /// The server refused the request for a reason not listed below (400, 413, 507, 5xx, ...).
     pub const REFUSED: i32 = 1;
     /// Wrong command line, or a local file could not be read.
     pub const USAGE: i32 = 2;
@@ -91,7 +91,8 @@ pub enum Command {
     Reset {
         name: String,
     },
-    /// Forget a stopped guest.
+    /// Forget a stopped guest, freeing all of its memory.
+    #[command(alias = "remove")]
     Delete {
         name: String,
     },
@@ -238,27 +239,29 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 .map_err(|_| Failure::usage(format!("{} is not UTF-8 text", config.display())))?;
             let body = serde_json::to_vec(&CreateGuest { config: text, tenant: tenant.clone() })
                 .map_err(|e| Failure::usage(e.to_string()))?;
+            // The images are read before anything is defined on the server.
+            let images: Vec<(&str, Vec<u8>)> = [("kernel", kernel), ("initrd", initrd)]
+                .into_iter()
+                .filter_map(|(image, path)| path.as_ref().map(|path| read_file(path).map(|bytes| (image, bytes))))
+                .collect::<Result<_, _>>()?;
             let created = expect_success(client.post_json("/v1/guests", &body)?)?;
-            let mut info: GuestInfo = decode(&created)?;
-            let mut last = created;
-            for (image, path) in [("kernel", kernel), ("initrd", initrd)] {
-                if let Some(path) = path {
-                    let bytes = read_file(path)?;
-                    let uploaded = client.request(
-                        "PUT",
-                        &guest_path(&info.name, &format!("/{image}")),
-                        Some(("application/octet-stream", &bytes)),
-                    )?;
-                    last = expect_success(uploaded)?;
+            let info: GuestInfo = decode(&created)?;
+            // A create that fails half-way removes what it defined: it leaves nothing behind.
+            let last = match upload_and_start(&client, &info.name, &images, *start, created) {
+                Ok(last) => last,
+                Err(mut failure) => {
+                    let removed = client.request("DELETE", &guest_path(&info.name, ""), None);
+                    failure.message += match removed {
+                        Ok(response) if response.status == 204 => " (the guest was removed again)",
+                        _ => " (removing the half-created guest failed too: see `netctl list`)",
+                    };
+                    return Err(failure);
                 }
-            }
-            if *start {
-                last = expect_success(client.request("POST", &guest_path(&info.name, "/start"), None)?)?;
-            }
+            };
             if cli.json {
                 return print_json(out, &last).map_err(write_error);
             }
-            info = decode(&last)?;
+            let info: GuestInfo = decode(&last)?;
             writeln!(out, "{}: {}", info.name, info.state).map_err(write_error)
         }
         Command::Start { name }
@@ -329,6 +332,28 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             output::host_info(out, &decode::<HostInfo>(&response)?).map_err(write_error)
         }
     }
+}
+
+/// The rest of `create` once the guest is defined: its uploads, then its start. Returns the
+/// last answer (the guest's info).
+fn upload_and_start(
+    client: &Client,
+    name: &str,
+    images: &[(&str, Vec<u8>)],
+    start: bool,
+    created: HttpResponse,
+) -> Result<HttpResponse, Failure> {
+    let mut last = created;
+    for (image, bytes) in images {
+        let path = guest_path(name, &format!("/{image}"));
+        let uploaded = client.request("PUT", &path, Some(("application/octet-stream", bytes)))?;
+        last = expect_success(uploaded)
+            .map_err(|failure| Failure { message: format!("uploading the {image}: {}", failure.message), ..failure })?;
+    }
+    if start {
+        last = expect_success(client.request("POST", &guest_path(name, "/start"), None)?)?;
+    }
+    Ok(last)
 }
 
 /// How long one console read may wait on the server for new output.

@@ -25,7 +25,7 @@ use vmx::vmcs::{Control64, GuestNatural};
 use crate::arch::cpu::rdtsc;
 use crate::arch::vmx_instructions::GuestRegisters;
 use crate::kernel::control_plane::ControlPlane;
-use crate::kernel::guest_api::GuestTable;
+use crate::kernel::guest_images::Uploads;
 use crate::kernel::guest_ram::GuestRam;
 use crate::kernel::monitor::{MachineFacts, Monitor};
 use crate::kernel::monitor_channel::{self, Next, Output};
@@ -108,14 +108,20 @@ pub struct Guest {
     /// The last answer kicked another vCPU: the running one yields.
     kicked_another: bool,
     pub exits: u64,
+    /// Its kernel and ramdisk, when they were uploaded (kept for restarts).
+    uploads: Uploads,
+    /// The host pressed its power button and it has not ended since.
+    pub shutdown_requested: bool,
 }
 
 impl Guest {
     /// Creates a guest: its RAM, vCPU and monitor, which loads the kernel
-    /// and sets the vCPU's start state. The error says what was wrong.
+    /// (uploaded, or the boot module its configuration names) and sets the
+    /// vCPU's start state. The error says what was wrong.
     pub fn create(
         config: &GuestConfig,
         boot: &BootInfo,
+        uploads: &Uploads,
         capabilities: &VmxCapabilities,
         vpid: u16,
         test_hook: TestHook,
@@ -146,7 +152,7 @@ impl Guest {
             flags: native_flags(capabilities),
             wall_clock_unix_secs: GUEST_WALL_CLOCK,
         };
-        let monitor = Monitor::create(config, &ram, boot, &facts, test_hook)?;
+        let monitor = Monitor::create(config, &ram, boot, uploads, &facts, test_hook)?;
         let mut guest = Self {
             name: config.name.clone(),
             config: config.clone(),
@@ -164,6 +170,8 @@ impl Guest {
             created_at_tsc: rdtsc(),
             kicked_another: false,
             exits: 0,
+            uploads: uploads.clone(),
+            shutdown_requested: false,
         };
         let now_ns = guest.guest_now_ns();
         let response = guest
@@ -188,6 +196,7 @@ impl Guest {
     }
 
     fn end(&mut self, state: &'static str, reason: String) {
+        self.shutdown_requested = false;
         self.flush_console();
         warn_or_info(state, &self.name, &reason);
         self.state = GuestState::Ended { state, reason };
@@ -391,6 +400,32 @@ impl Guest {
     pub fn destroy(&mut self, why: &str) {
         self.end("stopped", why.into());
     }
+
+    /// Presses the guest's ACPI power button (the control API's shutdown):
+    /// its monitor raises the SCI, and a guest that listens powers off on
+    /// its own. vCPU 0 takes the event: the SCI is routed to the BSP.
+    pub fn press_power_button(&mut self) {
+        if let Err(error) = self.vcpus[0].vcpu.make_current() {
+            self.end("failed", format!("vCPU 0: {error}"));
+            return;
+        }
+        self.shutdown_requested = true;
+        let event = Event::PowerButton { vcpu: 0, now_ns: self.guest_now_ns() };
+        self.ask_monitor(0, &event);
+    }
+
+    /// Not ended: it runs, is paused, or restarts.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, GuestState::Ended { .. })
+    }
+
+    pub fn vpid(&self) -> u16 {
+        self.vpid
+    }
+
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
+    }
 }
 
 /// What VMX lets this guest use, for its CPUID.
@@ -447,15 +482,16 @@ fn ticks_from_ns(ns: u64) -> u64 {
 /// place. The control plane, if any, is polled after every round and while
 /// the CPU waits: its requests pause, resume, reset or destroy guests.
 pub fn run_all(
-    guests: &mut [Guest],
+    guests: &mut Vec<Guest>,
     boot: &BootInfo,
     capabilities: &'static VmxCapabilities,
     mut control: Option<&mut ControlPlane>,
 ) -> Vec<String> {
-    // Guests whose restart failed: their place holds the reason instead.
-    let mut gone: Vec<Option<String>> = guests.iter().map(|_| None).collect();
-    // The vCPU (guest, index) whose directly-accessed MSRs the CPU holds.
-    let mut msr_owner: Option<(usize, usize)> = None;
+    // Guests whose restart failed, by VPID, with the reason (the control
+    // API may add and remove guests, so places in `guests` change).
+    let mut gone: Vec<(u16, String)> = Vec::new();
+    // The vCPU (guest's VPID, index) whose directly-accessed MSRs the CPU holds.
+    let mut msr_owner: Option<(u16, usize)> = None;
     loop {
         let mut live = false;
         let mut busy = false;
@@ -466,13 +502,13 @@ pub fn run_all(
                 // Nothing runs, but the control API may resume it.
                 GuestState::Paused => live = true,
                 GuestState::Restarting { reason, requested } => {
-                    if msr_owner.is_some_and(|(owner, _)| owner == index) {
+                    if msr_owner.is_some_and(|(owner, _)| owner == guests[index].vpid) {
                         // Its MSRs die with it; nobody else's are lost.
                         msr_owner = None;
                     }
                     match restart(&mut guests[index], reason, requested, boot, capabilities) {
                         Ok(()) => live = true,
-                        Err(summary) => gone[index] = Some(summary),
+                        Err(summary) => gone.push((guests[index].vpid, summary)),
                     }
                 }
                 GuestState::Running => {
@@ -510,7 +546,10 @@ pub fn run_all(
             }
         }
         if let Some(control) = control.as_deref_mut() {
-            control.poll(&mut GuestTable::new(guests, capabilities, true));
+            control.poll_guests(guests, boot, capabilities);
+            forget_removed(guests, &mut msr_owner);
+            // A guest started over the API keeps the loop going.
+            live |= guests.iter().any(Guest::is_live);
         }
         if !live {
             break;
@@ -526,7 +565,8 @@ pub fn run_all(
             }
             // Requests may change what can run: wait briefly, then look again.
             (Some(control), wake) => {
-                let status = control.poll(&mut GuestTable::new(guests, capabilities, true));
+                let status = control.poll_guests(guests, boot, capabilities);
+                forget_removed(guests, &mut msr_owner);
                 if !status.more_work && wake.is_none_or(|wake| rdtsc() < wake) {
                     tsc::wait_us(IDLE_POLL_US);
                 }
@@ -536,10 +576,10 @@ pub fn run_all(
     }
     guests
         .iter()
-        .zip(gone)
-        .map(|(guest, gone)| {
+        .map(|guest| {
             info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
             info!("guest {}: monitor switches: {}", guest.name, guest.monitor.switches);
+            let gone = gone.iter().find(|(vpid, _)| *vpid == guest.vpid).map(|(_, line)| line.clone());
             gone.unwrap_or_else(|| summary(guest))
         })
         .collect()
@@ -575,7 +615,7 @@ fn restart(
     // memory for as long as it exists), so a restart needs the guest's
     // memory twice for a moment.
     let (config, vpid, test_hook) = (guest.config.clone(), guest.vpid, guest.test_hook);
-    match Guest::create(&config, boot, capabilities, vpid, test_hook) {
+    match Guest::create(&config, boot, &guest.uploads.clone(), capabilities, vpid, test_hook) {
         Ok(mut fresh) => {
             if !requested {
                 restarts.push(rdtsc());
@@ -602,15 +642,26 @@ fn restart(
 
 /// Gives the CPU's directly-accessed MSRs to vCPU `to` (guest, index),
 /// keeping the values of the vCPU that had them.
-fn switch_msrs(guests: &mut [Guest], owner: &mut Option<(usize, usize)>, to: (usize, usize)) {
-    if *owner == Some(to) {
+fn switch_msrs(guests: &mut [Guest], owner: &mut Option<(u16, usize)>, to: (usize, usize)) {
+    let to_key = (guests[to.0].vpid, to.1);
+    if *owner == Some(to_key) {
         return;
     }
-    if let Some((guest, vcpu)) = *owner {
-        guests[guest].vcpus[vcpu].vcpu.save_switched_msrs();
+    if let Some((vpid, vcpu)) = *owner {
+        if let Some(guest) = guests.iter_mut().find(|guest| guest.vpid == vpid) {
+            guest.vcpus[vcpu].vcpu.save_switched_msrs();
+        }
     }
     guests[to.0].vcpus[to.1].vcpu.load_switched_msrs();
-    *owner = Some(to);
+    *owner = Some(to_key);
+}
+
+/// The control API removed the guest whose MSRs the CPU holds: they go
+/// with it (a later guest with its VPID must not inherit them).
+fn forget_removed(guests: &[Guest], owner: &mut Option<(u16, usize)>) {
+    if owner.is_some_and(|(vpid, _)| !guests.iter().any(|guest| guest.vpid == vpid)) {
+        *owner = None;
+    }
 }
 
 /// The summary line of a guest.

@@ -7,6 +7,7 @@ pub mod console;
 pub mod control_plane;
 pub mod dma;
 pub mod guest_api;
+pub mod guest_images;
 pub mod guest_ram;
 pub mod guests;
 pub mod heap;

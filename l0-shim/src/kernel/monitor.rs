@@ -34,6 +34,7 @@ use crate::arch::cpu::{rdtsc, read_cr2, write_cr3};
 use crate::arch::descriptors::MONITOR_RETURN_VECTOR;
 use crate::arch::local_apic;
 use crate::arch::ring3::{self, MonitorContext};
+use crate::kernel::guest_images::Uploads;
 use crate::kernel::guest_ram::GuestRam;
 use crate::kernel::memory::{self, DirectMap};
 use crate::kernel::percpu;
@@ -184,19 +185,29 @@ impl fmt::Display for SwitchCost {
 }
 
 impl Monitor {
-    /// Builds a monitor for a guest whose RAM exists already.
+    /// Builds a monitor for a guest whose RAM exists already. Its kernel
+    /// and ramdisk are the uploaded ones, else the boot modules its
+    /// configuration names.
     pub fn create(
         config: &GuestConfig,
         ram: &GuestRam,
         boot: &BootInfo,
+        uploads: &Uploads,
         facts: &MachineFacts,
         test_hook: TestHook,
     ) -> Result<Self, String> {
         let image = image(boot)?;
-        let mut modules: Vec<(String, PhysRange, &'static [u8])> = Vec::new();
-        for name in core::iter::once(&config.kernel).chain(config.ramdisk.iter()) {
-            let module = boot.module(name).ok_or_else(|| format!("no boot module named '{name}'"))?;
-            modules.push((name.clone(), module.range, memory::module_bytes(module)));
+        let mut modules: Vec<(String, PhysRange, &[u8])> = Vec::new();
+        let wanted = [(Some(&config.kernel), &uploads.kernel), (config.ramdisk.as_ref(), &uploads.initrd)];
+        for (name, upload) in wanted {
+            match (name, upload) {
+                (Some(name), Some(upload)) => modules.push((name.clone(), upload.range(), upload.bytes())),
+                (Some(name), None) => {
+                    let module = boot.module(name).ok_or_else(|| format!("no boot module named '{name}'"))?;
+                    modules.push((name.clone(), module.range, memory::module_bytes(module)));
+                }
+                (None, _) => {}
+            }
         }
         let addresses = monitor_space::module_addresses(modules.iter().map(|(_, range, _)| range.len()));
         let info = abi_boot::BootInfo {

@@ -43,9 +43,9 @@ use super::pit8254::{Pit8254, PIT_IRQ};
 use super::rtc_cmos::{RtcCmos, RTC_IRQ};
 use super::system_reset::SystemReset;
 use super::uart16550::{Uart16550, COM1_BASE, COM1_IRQ};
-use crate::loader::acpi::SCI_IRQ;
 use super::ConsoleBuffer;
 use super::{all_ones, DeviceMetrics, PortDevice};
+use crate::loader::acpi::SCI_IRQ;
 
 /// The APIC timer's input clock unless configured: 1 GHz, as the CPUID
 /// policy reports it in leaf 0x15.
