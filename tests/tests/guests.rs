@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::boot;
-use matryoshka_tests::{Emulator, Exit, ImageBuilder};
+use common::{boot, boot_with};
+use matryoshka_tests::{Emulator, Exit, HostForward, ImageBuilder, MachineConfig, NicModel};
 
 #[test]
 fn the_l1_test_kernel_passes_every_platform_check() {
@@ -97,10 +97,29 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     );
 }
 
+/// Linux boots to its /init and runs a command, then waits; `netctl shutdown`
+/// presses its ACPI power button and it powers off through ACPI S5.
 #[test]
-fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
-    let image = ImageBuilder::scenario("linux").unwrap_or_else(|e| panic!("{e}"));
-    let mut machine = boot(image, Emulator::bochs());
+fn linux_boots_as_an_l1_guest_runs_a_command_and_powers_off_on_the_power_button() {
+    const ADMIN: &str = "admin-secret-for-the-linux-test";
+    let scenario = matryoshka_tests::workspace::scenarios_dir().join("linux");
+    let text = std::fs::read_to_string(&scenario).expect("the linux scenario");
+    // A control plane to ask through, and a command that waits for the
+    // button (bounded: without the button it ends by itself, and the test
+    // sees "run end" instead of the press).
+    let shim_keys = format!("[shim]\nip = '10.0.2.15/24'\ntokens = ['role=admin,secret={ADMIN}']\n");
+    let command = "grep -c ^processor /proc/cpuinfo";
+    assert!(text.contains(command), "the linux scenario runs something else now");
+    let text = text.replacen("[shim]\n", &shim_keys, 1).replacen(
+        command,
+        &format!("{command}; echo waiting for the power button; sleep 120"),
+        1,
+    );
+    let builder = ImageBuilder::scenario("linux").unwrap_or_else(|e| panic!("{e}"));
+    let builder = builder.config("scenarios/linux", &text);
+    let forward = HostForward::from_free_port(7000).unwrap_or_else(|e| panic!("{e}")).with_nic(NicModel::E1000);
+    let config = MachineConfig { network: Some(forward), ..MachineConfig::new(Emulator::bochs()) };
+    let mut machine = boot_with(builder, config);
     machine.expect("guest linux: created");
     machine.expect("[linux] [    0.000000] Linux version 6.1");
     // Interrupts go through the emulated IOAPIC and local APIC.
@@ -110,11 +129,26 @@ fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
     machine.expect("guest linux: vCPU 1: started by a SIPI at");
     machine.expect("smpboot: Total of 2 processors activated");
     machine.expect("[linux] matryoshka-guest: init started");
+    machine.expect("[linux] matryoshka-guest: listening to the power button");
     machine.expect("[linux] matryoshka-guest: run begin");
     machine.expect("[linux] Linux (none) 6.1");
     machine.expect("[linux] 2"); // processors in /proc/cpuinfo
-    machine.expect("[linux] matryoshka-guest: run end (status 0)");
+    machine.expect("[linux] waiting for the power button");
+
+    let token = machine.dir.path().join("admin-token");
+    std::fs::write(&token, ADMIN).expect("writing the token file");
+    let args = ["netctl", "--host", &forward.address(), "--token-file", token.to_str().unwrap(), "--retries", "20"];
+    let mut args: Vec<String> = args.iter().map(|word| word.to_string()).collect();
+    args.extend(["shutdown".to_string(), "linux".to_string()]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = netctl::run(args, &mut out, &mut err);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert_eq!((code, out.as_ref()), (netctl::exit::OK, "linux: shutting_down (asked to power off)\n"), "{err}");
+
+    machine.expect("guest linux: power button pressed: the guest is told (SCI)");
+    machine.expect("[linux] matryoshka-guest: power button pressed: powering off");
     // With ACPI tables Linux powers off through the PM1 control register (S5).
     machine.expect("guest linux: stopped (powered off: ACPI S5)");
+    assert!(!machine.machine.console().contains("matryoshka-guest: run end"), "the command ended first");
     machine.expect_exit(Exit::Success);
 }
