@@ -243,7 +243,8 @@ impl GuestBackend for FakeBackend {
             (Action::Pause, _) => return wrong("only a running guest can be paused"),
             (Action::Resume, GuestState::Paused) => GuestState::Running,
             (Action::Resume, _) => return wrong("only a paused guest can be resumed"),
-            (Action::Shutdown, GuestState::Running) => GuestState::ShuttingDown,
+            // Pressing the button again, as the shim allows.
+            (Action::Shutdown, GuestState::Running | GuestState::ShuttingDown) => GuestState::ShuttingDown,
             (Action::Shutdown, _) => return wrong("only a running guest can be asked to shut down"),
             (Action::Destroy, GuestState::Created | GuestState::Stopped) => return wrong("it is not running"),
             (Action::Destroy, _) => {

@@ -29,6 +29,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 5;
     /// The guest's state does not allow this, or the name is taken (409).
     pub const CONFLICT: i32 = 6;
+    /// `shutdown --wait`: the guest had not stopped when the time was up.
+    pub const TIMED_OUT: i32 = 7;
 }
 
 #[derive(Parser, Debug)]
@@ -80,9 +82,12 @@ pub enum Command {
     Resume {
         name: String,
     },
-    /// Ask the guest to power off.
+    /// Ask the guest to power off (its ACPI power button).
     Shutdown {
         name: String,
+        /// Wait up to this many seconds for the guest to stop (exit code 7 if it has not).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
     },
     /// Stop the guest at once.
     Destroy {
@@ -267,7 +272,7 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Start { name }
         | Command::Pause { name }
         | Command::Resume { name }
-        | Command::Shutdown { name }
+        | Command::Shutdown { name, wait: None }
         | Command::Destroy { name }
         | Command::Reset { name } => {
             let action = match &cli.command {
@@ -285,6 +290,33 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             let info: GuestInfo = decode(&response)?;
             let note = if info.state == GuestState::ShuttingDown { " (asked to power off)" } else { "" };
             writeln!(out, "{}: {}{note}", info.name, info.state).map_err(write_error)
+        }
+        Command::Shutdown { name, wait: Some(seconds) } => {
+            expect_success(client.request("POST", &guest_path(name, "/shutdown"), None)?)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(*seconds);
+            let info = loop {
+                let response = expect_success(client.get(&guest_path(name, ""))?)?;
+                let info: GuestInfo = decode(&response)?;
+                if info.state == GuestState::Stopped {
+                    if cli.json {
+                        return print_json(out, &response).map_err(write_error);
+                    }
+                    break info;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Failure {
+                        code: exit::TIMED_OUT,
+                        message: format!(
+                            "guest '{name}' is still {} after {seconds} s: it may not listen to the power \
+                             button (`netctl destroy {name}` stops it at once)",
+                            info.state
+                        ),
+                    });
+                }
+                std::thread::sleep(SHUTDOWN_POLL);
+            };
+            let reason = info.stop_reason.unwrap_or_default();
+            writeln!(out, "{}: {} ({reason})", info.name, info.state).map_err(write_error)
         }
         Command::Delete { name } => {
             expect_success(client.request("DELETE", &guest_path(name, ""), None)?)?;
@@ -355,6 +387,9 @@ fn upload_and_start(
     }
     Ok(last)
 }
+
+/// How often `shutdown --wait` looks at the guest's state.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 /// How long one console read may wait on the server for new output.
 const FOLLOW_WAIT_MS: u64 = 20_000;

@@ -140,6 +140,33 @@ fn lifecycle_commands_report_the_new_state_and_conflicts() {
 }
 
 #[test]
+fn shutdown_wait_returns_once_the_guest_stops_or_says_it_timed_out() {
+    let host = serve();
+    let ignored = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "1"]);
+    assert_eq!(ignored.code, exit::TIMED_OUT, "{}", ignored.stderr);
+    assert!(
+        ignored.stderr.starts_with("netctl: guest 'acme-web' is still shutting_down after 1 s"),
+        "{}",
+        ignored.stderr
+    );
+    let backend = host.backend.clone();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        backend.lock().unwrap().stop("acme-web", "powered off: ACPI S5");
+    });
+    let obeyed = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "30"]);
+    stopper.join().unwrap();
+    assert_eq!(
+        (obeyed.code, obeyed.stdout.as_str()),
+        (exit::OK, "acme-web: stopped (powered off: ACPI S5)\n"),
+        "{}",
+        obeyed.stderr
+    );
+    let again = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "5"]);
+    assert_eq!(again.code, exit::CONFLICT, "a stopped guest: {}", again.stderr);
+}
+
+#[test]
 fn create_uploads_the_kernel_and_starts_the_guest() {
     let host = serve();
     let dir = std::env::temp_dir().join(format!("netctl-create-{}", std::process::id()));

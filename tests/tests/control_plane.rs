@@ -342,8 +342,27 @@ fn netctl_creates_guests_from_uploaded_images_and_removes_them_on_bochs() {
             machine.expect("guest acme-up: power button pressed: the guest has not enabled it");
             assert_eq!(netctl(&host, &acme, &["remove", "acme-up"]).0, exit::CONFLICT, "running: destroy first");
         }
+        // `console --follow` streams until the guest stops.
+        let follower = (round == 3).then(|| {
+            let (host, acme) = (host.clone(), acme.clone());
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || sender.send(netctl(&host, &acme, &["console", "--follow", "acme-up"])));
+            receiver
+        });
+        if follower.is_some() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let destroying = Instant::now();
         let (code, out, err) = netctl(&host, &acme, &["destroy", "acme-up"]);
         assert_eq!((code, out.as_str()), (exit::OK, "acme-up: stopped\n"), "{err}");
+        eprintln!("round {round}: destroy took {:?}", destroying.elapsed());
+        if let Some(follower) = follower {
+            let (code, out, err) = follower.recv_timeout(Duration::from_secs(60)).expect("follow ends with the guest");
+            assert_eq!(code, exit::OK, "{err}");
+            assert!(out.contains("l1-test: work 1/100000"), "{out}");
+            assert_eq!(out.len() as u64, console_end(&host, &acme, "acme-up"), "followed to the last byte");
+            eprintln!("round {round}: follow ended {:?} after the destroy", destroying.elapsed());
+        }
         let (code, out, err) = netctl(&host, &acme, &["remove", "acme-up"]);
         assert_eq!((code, out.as_str()), (exit::OK, "acme-up: deleted\n"), "{err}");
         assert_eq!(netctl(&host, &acme, &["info", "acme-up"]).0, exit::NOT_FOUND);

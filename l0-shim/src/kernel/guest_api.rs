@@ -15,12 +15,13 @@
 //! draft or an ended guest with everything it holds. A step that fails
 //! leaves things as they were: a draft whose start fails stays a draft.
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use l0_shim::boot_info::BootInfo;
-use matryoshka_config::{GuestConfig, ShimSettings};
+use l0_shim::guest_request::{parse_config, start_failure, UPLOADED_INITRD, UPLOADED_KERNEL};
+use matryoshka_config::GuestConfig;
 use matryoshka_control::api::{BackendError, GuestBackend};
 use matryoshka_control::model::{
     self, Action, ConsoleChunk, ExitCount, GuestInfo, GuestStats, GuestSummary, HostInfo, Image, NestedState,
@@ -39,12 +40,6 @@ const MAX_CONSOLE_CHUNK: usize = 16 * 1024;
 /// Most guests (running, ended and drafts together) the API lets exist:
 /// each costs shim heap (its console ring, 64 KiB) besides its own memory.
 pub const MAX_GUESTS: usize = 32;
-/// The module name of a kernel whose configuration names none (it is
-/// uploaded), and of an uploaded initrd the configuration does not name.
-const UPLOADED_KERNEL: &str = "uploaded-kernel";
-const UPLOADED_INITRD: &str = "uploaded-initrd";
-/// What configuration errors name as the file.
-const CONFIG_LABEL: &str = "config";
 
 /// A guest defined over the API and not started yet: its configuration
 /// and its uploads, no memory of its own otherwise.
@@ -123,12 +118,9 @@ impl<'a> GuestTable<'a> {
                 self.guests.push(guest);
                 Ok(info(self.guests.last().expect("just pushed")))
             }
-            Err(error) if error.contains("not enough free memory") => {
-                Err(BackendError::OutOfResources(format!("cannot start guest '{name}': {error}")))
-            }
             Err(error) => {
                 log::warn!("guest {name}: cannot be started: {error}");
-                Err(BackendError::Rejected(format!("cannot start guest '{name}': {error}")))
+                Err(start_failure(&name, &error))
             }
         }
     }
@@ -149,41 +141,6 @@ fn enough_memory(config: &GuestConfig) -> Result<(), BackendError> {
         )));
     }
     Ok(())
-}
-
-/// Reads a guest's configuration sent over the API: the boot
-/// configuration's guest keys, for one guest, `kernel` optional (it is
-/// uploaded). A tenant's guest belongs to it, whatever the text says.
-pub fn parse_config(text: &str, tenant: Option<&str>) -> Result<GuestConfig, BackendError> {
-    let mut parsed = matryoshka_config::parse(CONFIG_LABEL, text);
-    let kernel_missing = |error: &matryoshka_config::ConfigError| {
-        error.key.as_deref() == Some("kernel") && error.message.starts_with("key 'kernel' is missing")
-    };
-    if parsed.errors.iter().any(kernel_missing) {
-        parsed = matryoshka_config::parse(CONFIG_LABEL, &format!("{text}\nkernel = \"{UPLOADED_KERNEL}\"\n"));
-    }
-    if !parsed.errors.is_empty() {
-        return Err(BackendError::InvalidConfig(parsed.errors.iter().map(ToString::to_string).collect()));
-    }
-    let refuse = |why: &str| Err(BackendError::InvalidConfig(alloc::vec![why.to_string()]));
-    if parsed.config.shim != ShimSettings::default() {
-        return refuse("[shim] settings belong in the boot configuration, not in a guest's");
-    }
-    let mut guests = parsed.config.guests;
-    if guests.len() != 1 {
-        return refuse("the text must define exactly one guest (name, memory, ...)");
-    }
-    let mut config = guests.remove(0);
-    match (tenant, config.tenant.as_deref()) {
-        (Some(own), Some(named)) if own != named => {
-            return Err(BackendError::InvalidConfig(alloc::vec![format!(
-                "{CONFIG_LABEL}: key 'tenant': the guest would belong to '{named}', but it is created for '{own}'"
-            )]));
-        }
-        (Some(own), _) => config.tenant = Some(own.into()),
-        (None, _) => {}
-    }
-    Ok(config)
 }
 
 fn api_state(guest: &Guest) -> model::GuestState {
