@@ -411,6 +411,10 @@ fn netctl_creates_guests_from_uploaded_images_and_removes_them_on_bochs() {
     let (code, out, _) = netctl(&host, &acme, &["info", "acme-up"]);
     assert_eq!(code, exit::OK);
     assert!(out.contains("created") && out.contains(&format!("uploaded, {} bytes", 4 << 20)), "{out}");
+    // Not started: an empty console and no exits, not an error.
+    assert_eq!(netctl(&host, &acme, &["console", "acme-up"]), (exit::OK, String::new(), String::new()));
+    let (code, out, err) = netctl(&host, &acme, &["--json", "stats", "acme-up"]);
+    assert!(code == exit::OK && out.contains("\"exits\":[]"), "{out}{err}");
     assert_eq!(netctl(&host, &acme, &["remove", "acme-up"]).0, exit::OK);
     assert_eq!(free_memory(&host, &admin), free_before, "a removed draft kept its uploads");
 }

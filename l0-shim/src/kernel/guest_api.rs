@@ -350,7 +350,10 @@ impl GuestBackend for GuestTable<'_> {
     }
 
     fn console(&self, name: &str, offset: u64, max_len: usize) -> Option<ConsoleChunk> {
-        let guest = self.find(name)?;
+        let Some(guest) = self.find(name) else {
+            // A created guest has written nothing yet.
+            return self.draft(name).map(|_| ConsoleChunk { start: 0, next: 0, data: Vec::new() });
+        };
         let mut data = alloc::vec![0; max_len.min(MAX_CONSOLE_CHUNK)];
         let read = guest.console.read_from(offset, &mut data);
         data.truncate(read.len);
@@ -358,7 +361,15 @@ impl GuestBackend for GuestTable<'_> {
     }
 
     fn stats(&self, name: &str) -> Option<GuestStats> {
-        let guest = self.find(name)?;
+        let Some(guest) = self.find(name) else {
+            return self.draft(name).map(|draft| GuestStats {
+                name: draft.config.name.clone(),
+                uptime_ms: 0,
+                exits: Vec::new(),
+                monitor_memory_bytes: 0,
+                ept02_pages: 0,
+            });
+        };
         let exits = guest
             .exit_counts()
             .map(|(reason, count)| ExitCount { reason: reason_name(reason), l1: count, l2: 0 })
@@ -373,8 +384,11 @@ impl GuestBackend for GuestTable<'_> {
     }
 
     fn nested_state(&self, name: &str) -> Option<NestedState> {
-        let guest = self.find(name)?;
-        Some(NestedState { name: guest.name.clone(), nested_hvm: guest.config().nested_hvm, vcpus: Vec::new() })
+        let config = match self.find(name) {
+            Some(guest) => guest.config(),
+            None => &self.draft(name)?.config,
+        };
+        Some(NestedState { name: config.name.clone(), nested_hvm: config.nested_hvm, vcpus: Vec::new() })
     }
 
     fn host(&self) -> HostInfo {
