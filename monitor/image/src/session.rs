@@ -390,6 +390,28 @@ mod tests {
     }
 
     #[test]
+    fn the_power_button_reaches_the_guest_monitor_after_the_start() {
+        let mut session = Session::new(boot(CONFIG, TestHook::None)).unwrap();
+        let mut memory = VecMemory::new(16 << 20);
+        let press = Event::PowerButton { vcpu: 0, now_ns: 5 };
+        let (_, early) = respond(exchange(&mut session, &mut memory, &press, 1));
+        assert!(matches!(&early.actions[..], [Action::Stop { reason: StopReason::MonitorError, .. }]), "{early:?}");
+        let mut session = Session::new(boot(CONFIG, TestHook::None)).unwrap();
+        let start = Event::Start { vcpu: 0, ram_bytes: 16 << 20, now_ns: 0 };
+        respond(exchange(&mut session, &mut memory, &start, 1));
+        let (_, response) = respond(exchange(&mut session, &mut memory, &press, 2));
+        // The kernel never enabled the button: logged, and nothing else happens to it.
+        assert!(
+            response
+                .actions
+                .iter()
+                .any(|action| matches!(action, Action::Log { text, .. } if text.contains("power button pressed"))),
+            "{response:?}"
+        );
+        assert!(!response.actions.iter().any(|action| matches!(action, Action::Stop { .. })), "{response:?}");
+    }
+
+    #[test]
     fn a_test_hook_fires_on_the_first_exit_only() {
         let mut session = Session::new(boot(CONFIG, TestHook::PageFaultOnExit)).unwrap();
         let mut memory = VecMemory::new(16 << 20);
