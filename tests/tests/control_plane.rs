@@ -356,6 +356,19 @@ fn netctl_creates_guests_from_uploaded_images_and_removes_them_on_bochs() {
         let (code, out, err) = netctl(&host, &acme, &["destroy", "acme-up"]);
         assert_eq!((code, out.as_str()), (exit::OK, "acme-up: stopped\n"), "{err}");
         eprintln!("round {round}: destroy took {:?}", destroying.elapsed());
+        if round == 2 {
+            // Destroyed, it keeps its images: started again, it runs from them.
+            let at = console_end(&host, &acme, "acme-up");
+            let (code, out, err) = netctl(&host, &acme, &["start", "acme-up"]);
+            assert_eq!((code, out.as_str()), (exit::OK, "acme-up: running\n"), "{err}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while console_end(&host, &acme, "acme-up") == at {
+                assert!(Instant::now() < deadline, "the restarted guest wrote nothing");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let (code, _, err) = netctl(&host, &acme, &["destroy", "acme-up"]);
+            assert_eq!(code, exit::OK, "{err}");
+        }
         if let Some(follower) = follower {
             let (code, out, err) = follower.recv_timeout(Duration::from_secs(60)).expect("follow ends with the guest");
             assert_eq!(code, exit::OK, "{err}");
