@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use matryoshka_config::GuestConfig;
 use monitor::guest_memory::GuestMemory;
-use monitor::guest_monitor::{GuestMonitor, GuestSetup};
+use monitor::guest_monitor::{GuestMonitor, GuestSetup, NestedSetup};
 use monitor::loader::{CpuMode, LoadedKernel, Module};
 use monitor::policy::cpuid::NativeSupport;
 use monitor::policy::msr::UnknownMsrAction;
@@ -24,6 +24,7 @@ use monitor_abi::{
     decode_event, encode_response, Action, Event, Response, StopReason, LOG_WARN, MAX_ACTIONS, RAX, RBP, RBX, RCX, RDI,
     RDX, RSI, RSP,
 };
+use vmx::capabilities::VmxCapabilities;
 use vmx::vmcs::{Guest16, Guest32, GuestNatural};
 
 use crate::log_queue::LogQueue;
@@ -164,6 +165,12 @@ impl Session {
             } else {
                 UnknownMsrAction::InjectGp
             },
+            nested: (!boot.vmx_msrs.is_empty()).then(|| NestedSetup {
+                host: VmxCapabilities::read(|msr| {
+                    boot.vmx_msrs.iter().find(|(number, _)| *number == msr).map_or(0, |(_, value)| *value)
+                }),
+                physical_address_width: boot.physical_address_width,
+            }),
         };
         let mut monitor = GuestMonitor::new(&setup, host_cpuid);
         let config = &self.config;
@@ -292,6 +299,8 @@ mod tests {
             test_hook: hook,
             config_text: config.into(),
             modules: vec![ModuleInfo { name: "k".into(), address: MODULES_BASE, length: 0x100 }],
+            vmx_msrs: Vec::new(),
+            physical_address_width: 39,
         }
     }
 
@@ -326,6 +335,7 @@ mod tests {
             idt_vectoring_error_code: 0,
             // Interrupts on: HLT waits rather than powering off.
             guest: GuestSnapshot { rflags: 0x202, ..GuestSnapshot::default() },
+            full: None,
         })
     }
 
