@@ -10,6 +10,8 @@
 use core::fmt;
 
 use monitor_abi::{Action, InjectionKind};
+
+use crate::memory::PageSize;
 use vmx::controls::{EntryControls, PinBasedControls, PrimaryControls, SecondaryControls};
 use vmx::vmcs::{Control32, Control64, ControlNatural, Encoding, Guest64};
 
@@ -137,6 +139,75 @@ pub fn constrain_vmcs02_control(encoding: u32, value: u64, owned_cr0: u64, owned
         e if e == ControlNatural::Cr4GuestHostMask.encoding() => value | owned_cr4,
         _ => value,
     })
+}
+
+/// Why the shim refused an EPT02 mapping (`Action::MapL2`): the monitor
+/// asked for something that is not its guest's to map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapRefusal {
+    BadSize(u8),
+    Misaligned {
+        l2_gpa: u64,
+        l1_gpa: u64,
+    },
+    OutsideRam {
+        l1_gpa: u64,
+        bytes: u64,
+    },
+    BadPermissions(u8),
+    /// No frame left for even a fresh EPT02.
+    OutOfMemory,
+}
+
+impl fmt::Display for MapRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadSize(log2) => write!(f, "EPT02 page size 2^{log2} (only 4 KiB, 2 MiB and 1 GiB exist)"),
+            Self::Misaligned { l2_gpa, l1_gpa } => {
+                write!(f, "EPT02 block at L2 {l2_gpa:#x} for L1 {l1_gpa:#x} is not aligned to its size")
+            }
+            Self::OutsideRam { l1_gpa, bytes } => {
+                write!(f, "EPT02 block of {bytes:#x} bytes at L1 {l1_gpa:#x} lies outside the guest's RAM")
+            }
+            Self::BadPermissions(bits) => write!(f, "EPT02 permissions {bits:#x} (write without read, or none)"),
+            Self::OutOfMemory => write!(f, "no memory left for EPT02 tables"),
+        }
+    }
+}
+
+/// Checks an EPT02 leaf a monitor asks for, for a guest with `ram_bytes`
+/// of RAM from guest-physical 0, on a CPU that does (`execute_only`) or
+/// does not allow execute-only EPT pages: the page size and the EPT R/W/X
+/// bits to map it with. The block must lie wholly in the guest's RAM, so
+/// L2 can only ever reach what L1 itself owns.
+pub fn check_l2_mapping(
+    execute_only: bool,
+    ram_bytes: u64,
+    l2_gpa: u64,
+    l1_gpa: u64,
+    size_log2: u8,
+    permissions: u8,
+) -> Result<(PageSize, u64), MapRefusal> {
+    let size = match size_log2 {
+        12 => PageSize::Size4K,
+        21 => PageSize::Size2M,
+        30 => PageSize::Size1G,
+        other => return Err(MapRefusal::BadSize(other)),
+    };
+    let bytes = size.bytes();
+    if !l2_gpa.is_multiple_of(bytes) || !l1_gpa.is_multiple_of(bytes) || l2_gpa >= 1 << 48 {
+        return Err(MapRefusal::Misaligned { l2_gpa, l1_gpa });
+    }
+    if l1_gpa.checked_add(bytes).is_none_or(|end| end > ram_bytes) {
+        return Err(MapRefusal::OutsideRam { l1_gpa, bytes });
+    }
+    // Write without read is a misconfiguration (SDM 30.3.3.1), and so is
+    // execute-only where the CPU lacks it.
+    let rwx = permissions & 7;
+    if permissions & !7 != 0 || rwx == 0 || rwx & 3 == 2 || (rwx == 4 && !execute_only) {
+        return Err(MapRefusal::BadPermissions(permissions));
+    }
+    Ok((size, u64::from(rwx)))
 }
 
 /// Guest-state fields that are really links to other structures the shim
@@ -368,6 +439,37 @@ mod tests {
         assert_eq!(check(&Action::SkipInstruction, Level::L1), Ok(()));
         assert_eq!(check(&Action::SetGpr { index: 0, value: 1 }, Level::L1), Ok(()));
         assert_eq!(check(&Action::Halt { wake_at_ns: None }, Level::L2), Ok(()));
+    }
+
+    #[test]
+    fn ept02_mappings_reach_only_the_guests_own_ram() {
+        const RAM: u64 = 32 << 20;
+        assert_eq!(check_l2_mapping(false, RAM, 0x20_0000, 0x60_0000, 21, 7), Ok((PageSize::Size2M, 7)));
+        assert_eq!(check_l2_mapping(false, RAM, 0x1000, 0x1f_f000, 12, 1), Ok((PageSize::Size4K, 1)));
+        let last_page = RAM - 0x1000;
+        assert!(check_l2_mapping(false, RAM, 0, last_page, 12, 3).is_ok());
+        for (l1_gpa, size_log2) in [(RAM, 12), (RAM + (2 << 20), 21), (u64::MAX & !0xfff, 12), (0, 30)] {
+            let refusal = check_l2_mapping(false, RAM, 0, l1_gpa & !((1 << size_log2) - 1), size_log2, 7).unwrap_err();
+            assert!(matches!(refusal, MapRefusal::OutsideRam { .. }), "{l1_gpa:#x}/{size_log2}: {refusal:?}");
+            assert!(refusal.to_string().contains("outside the guest's RAM"));
+        }
+        assert_eq!(
+            check_l2_mapping(false, RAM, 0x1000, 0x20_0000, 21, 7),
+            Err(MapRefusal::Misaligned { l2_gpa: 0x1000, l1_gpa: 0x20_0000 })
+        );
+        assert_eq!(
+            check_l2_mapping(false, RAM, 0, 0x1800, 12, 7),
+            Err(MapRefusal::Misaligned { l2_gpa: 0, l1_gpa: 0x1800 })
+        );
+        assert_eq!(check_l2_mapping(false, RAM, 0, 0, 13, 7), Err(MapRefusal::BadSize(13)));
+        for permissions in [0, 2, 4, 6, 8 | 7, 0xff] {
+            assert_eq!(
+                check_l2_mapping(false, RAM, 0, 0, 12, permissions),
+                Err(MapRefusal::BadPermissions(permissions))
+            );
+        }
+        assert_eq!(check_l2_mapping(true, RAM, 0, 0, 12, 4), Ok((PageSize::Size4K, 4)));
+        assert!(check_l2_mapping(true, RAM, 0, 0, 12, 6).is_err());
     }
 
     #[test]

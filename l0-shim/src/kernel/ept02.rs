@@ -18,6 +18,8 @@ use alloc::vec::Vec;
 use l0_shim::memory::{EptFlags, EptPaging, MapError, MemoryType, PageSize, PageTableBuilder, PhysAddr, PhysRange};
 
 use crate::arch::vmx_instructions::{invept, InveptKind};
+use l0_shim::action_validation::{check_l2_mapping, MapRefusal};
+
 use crate::kernel::guest_ram::TrackingFrames;
 use crate::kernel::memory::{self, DirectMap};
 
@@ -25,40 +27,6 @@ use crate::kernel::memory::{self, DirectMap};
 const MAX_TABLES: usize = 256;
 /// EPTP: write-back paging structures, 4-level walk (SDM 25.6.11).
 const EPTP_FLAGS: u64 = 3 << 3 | 6;
-
-/// Why a mapping was refused: the monitor asked for something that is
-/// not its guest's to map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapRefusal {
-    BadSize(u8),
-    Misaligned {
-        l2_gpa: u64,
-        l1_gpa: u64,
-    },
-    OutsideRam {
-        l1_gpa: u64,
-        bytes: u64,
-    },
-    BadPermissions(u8),
-    /// No frame left for even a fresh EPT02.
-    OutOfMemory,
-}
-
-impl core::fmt::Display for MapRefusal {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::BadSize(log2) => write!(f, "EPT02 page size 2^{log2} (only 4 KiB, 2 MiB and 1 GiB exist)"),
-            Self::Misaligned { l2_gpa, l1_gpa } => {
-                write!(f, "EPT02 block at L2 {l2_gpa:#x} for L1 {l1_gpa:#x} is not aligned to its size")
-            }
-            Self::OutsideRam { l1_gpa, bytes } => {
-                write!(f, "EPT02 block of {bytes:#x} bytes at L1 {l1_gpa:#x} lies outside the guest's RAM")
-            }
-            Self::BadPermissions(bits) => write!(f, "EPT02 permissions {bits:#x} (write without read, or none)"),
-            Self::OutOfMemory => write!(f, "no memory left for EPT02 tables"),
-        }
-    }
-}
 
 pub struct Ept02 {
     root: PhysAddr,
@@ -94,24 +62,9 @@ impl Ept02 {
         size_log2: u8,
         permissions: u8,
     ) -> Result<(), MapRefusal> {
-        let size = match size_log2 {
-            12 => PageSize::Size4K,
-            21 => PageSize::Size2M,
-            30 => PageSize::Size1G,
-            other => return Err(MapRefusal::BadSize(other)),
-        };
-        let bytes = size.bytes();
-        if !l2_gpa.is_multiple_of(bytes) || !l1_gpa.is_multiple_of(bytes) {
-            return Err(MapRefusal::Misaligned { l2_gpa, l1_gpa });
-        }
-        if l1_gpa.checked_add(bytes).is_none_or(|end| end > ram.len()) {
-            return Err(MapRefusal::OutsideRam { l1_gpa, bytes });
-        }
-        let rwx = permissions & 7;
-        if permissions & !7 != 0 || rwx == 0 || rwx & 3 == 2 {
-            return Err(MapRefusal::BadPermissions(permissions));
-        }
-        let flags = EptFlags::from_bits_retain(u64::from(rwx)).with_memory_type(MemoryType::WriteBack);
+        let execute_only = crate::kernel::vmx_root::capabilities().is_some_and(|caps| caps.ept_vpid.execute_only());
+        let (size, rwx) = check_l2_mapping(execute_only, ram.len(), l2_gpa, l1_gpa, size_log2, permissions)?;
+        let flags = EptFlags::from_bits_retain(rwx).with_memory_type(MemoryType::WriteBack);
         let host = PhysAddr::new(ram.start.as_u64() + l1_gpa);
         match self.try_map(l2_gpa, host, size, flags) {
             Ok(()) => Ok(()),

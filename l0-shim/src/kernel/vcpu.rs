@@ -19,7 +19,9 @@ use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, 
 use crate::arch::vmx_instructions::{
     enter_guest, exit_landing_address, invvpid, GuestRegisters, InvvpidKind, VmxInstructionError,
 };
-use crate::kernel::ept02::{Ept02, MapRefusal};
+use l0_shim::action_validation::MapRefusal;
+
+use crate::kernel::ept02::Ept02;
 use crate::kernel::msr_bitmap::{self, SWITCHED_MSRS};
 use crate::kernel::vmcs::{self, Vmcs};
 use crate::kernel::xsave::GuestXstate;
