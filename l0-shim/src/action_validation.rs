@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(check_l2_mapping(false, RAM, 0x1000, 0x1f_f000, 12, 1), Ok((PageSize::Size4K, 1)));
         let last_page = RAM - 0x1000;
         assert!(check_l2_mapping(false, RAM, 0, last_page, 12, 3).is_ok());
-        for (l1_gpa, size_log2) in [(RAM, 12), (RAM + (2 << 20), 21), (u64::MAX & !0xfff, 12), (0, 30)] {
+        for (l1_gpa, size_log2) in [(RAM, 12), (RAM + (2 << 20), 21), (!0xfff, 12), (0, 30)] {
             let refusal = check_l2_mapping(false, RAM, 0, l1_gpa & !((1 << size_log2) - 1), size_log2, 7).unwrap_err();
             assert!(matches!(refusal, MapRefusal::OutsideRam { .. }), "{l1_gpa:#x}/{size_log2}: {refusal:?}");
             assert!(refusal.to_string().contains("outside the guest's RAM"));
