@@ -16,7 +16,7 @@ const STOPPING: StoppingLines =
     StoppingLines { success: "l1-hypervisor: stopping (success)", failure: "l1-hypervisor: stopping (failure)" };
 
 /// Every check of `checks=all`, in the order they run, after bring-up.
-const CHECKS: [&str; 15] = [
+const CHECKS: [&str; 16] = [
     "vmx-enable",
     "vmcs-load",
     "vmcs-setup",
@@ -32,6 +32,7 @@ const CHECKS: [&str; 15] = [
     "ept-violation",
     "preemption-timer",
     "invept",
+    "cpuid-loop",
 ];
 
 fn boot(command_line: &str, emulator: Emulator) -> (Machine, tempfile::TempDir) {
@@ -68,7 +69,9 @@ fn the_l1_hypervisor_passes_every_check_on_bochs_vmx() {
     let console = machine.console();
     assert!(!console.contains("FAIL"), "{console}");
     // Reported, not asserted: what the processor said along the way.
-    for line in console.lines().filter(|line| line.contains("qualification") || line.contains("rounds")) {
+    for line in
+        console.lines().filter(|line| ["qualification", "rounds", "ticks each"].iter().any(|word| line.contains(word)))
+    {
         println!("{line}");
     }
     println!("booted, checked and stopped in {:.1} s", started.elapsed().as_secs_f64());
@@ -92,7 +95,10 @@ fn the_l1_hypervisor_passes_every_check_under_the_shim() {
     machine.expect_exit(Exit::Success);
     let console = machine.machine.console();
     assert!(!console.contains("FAIL"), "{console}");
-    for line in console.lines().filter(|line| line.contains("guest nested:") && line.contains("exits")) {
+    for line in console
+        .lines()
+        .filter(|line| line.contains("ticks each") || line.contains("guest nested:") && line.contains("exits"))
+    {
         println!("{line}");
     }
     println!("booted, checked and stopped in {:.1} s", started.elapsed().as_secs_f64());

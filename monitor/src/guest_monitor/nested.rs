@@ -120,7 +120,19 @@ fn with_gprs(mut state: CpuState, exit: &ExitEvent) -> CpuState {
 }
 
 fn full_state(full: &FullState) -> CpuState {
-    CpuState::from_guest_fields(|encoding| full.field(encoding))
+    // The state is read in the order the ABI lists the fields: look at
+    // the next one first, so that this is not a search per field (it runs
+    // on every nested exit).
+    let next = core::cell::Cell::new(0);
+    CpuState::from_guest_fields(|encoding| {
+        let index = next.get();
+        if monitor_abi::FULL_STATE_FIELDS.get(index) == Some(&encoding) {
+            next.set(index + 1);
+            full.fields[index]
+        } else {
+            full.field(encoding)
+        }
+    })
 }
 
 fn exception(response: &mut Response, exception: Exception) {
