@@ -136,8 +136,9 @@ impl Guest {
         // shared tag lets TLB entries of one serve the others.
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus.max(1) {
-            let vcpu = Vcpu::new(capabilities, ram.eptp(), ram.host_range(), vpid, &start)
+            let mut vcpu = Vcpu::new(capabilities, ram.eptp(), ram.host_range(), vpid, &start)
                 .map_err(|error| error.to_string())?;
+            vcpu.nested_allowed = config.nested_hvm;
             // The APs wait for INIT and SIPI, which their monitor sends.
             let state = if index == 0 { VcpuState::Runnable } else { VcpuState::Halted { wake_at_tsc: None } };
             vcpus.push(GuestVcpu { vcpu, state, kicked: false });

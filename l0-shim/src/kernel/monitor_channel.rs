@@ -202,6 +202,9 @@ pub fn apply(response: Response, vcpu: &mut Vcpu, output: &mut Output) -> Next {
                 None => output.xcr0 = Some(value),
             },
             Action::Kick { vcpu } => output.kicks.push(vcpu),
+            Action::EnterL2 { .. } if !vcpu.nested_allowed => {
+                return monitor_error("EnterL2 for a guest without nestedhvm = 1");
+            }
             Action::EnterL2 { ept02 } => {
                 let Some(capabilities) = vmx_root::capabilities() else {
                     return monitor_error("EnterL2 without VMX");

@@ -121,6 +121,9 @@ pub struct Vcpu {
     nested: Option<alloc::boxed::Box<NestedCpu>>,
     /// The vCPU runs L2 (vmcs02 is its VMCS).
     in_l2: bool,
+    /// Its guest was offered VMX (`nestedhvm = 1`): only then may its
+    /// monitor run L2.
+    pub nested_allowed: bool,
     pub registers: GuestRegisters,
     fx: FxState,
     /// Where the shim's own x87/SSE state waits while the guest runs (kept
@@ -168,6 +171,7 @@ impl Vcpu {
             ram,
             nested: None,
             in_l2: false,
+            nested_allowed: false,
             registers: start.registers,
             fx: FxState::reset(),
             host_fx: FxState::reset(),

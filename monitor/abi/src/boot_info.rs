@@ -67,6 +67,12 @@ pub enum TestHook {
     HangOnExit = 2,
     /// Panic while handling the first VM exit.
     PanicOnExit = 3,
+    /// Answer the first VM exit by entering L2 and mapping a page beyond
+    /// the guest's RAM into EPT02 (a monitor reaching for foreign frames).
+    MapForeignOnExit = 4,
+    /// Answer the first VM exit by entering L2 with posted interrupts in
+    /// vmcs02 (a control that would make the CPU use an address).
+    ForbiddenControlOnExit = 5,
 }
 
 impl TestHook {
@@ -76,6 +82,8 @@ impl TestHook {
             1 => Self::PageFaultOnExit,
             2 => Self::HangOnExit,
             3 => Self::PanicOnExit,
+            4 => Self::MapForeignOnExit,
+            5 => Self::ForbiddenControlOnExit,
             _ => return None,
         })
     }
@@ -86,11 +94,21 @@ impl TestHook {
             Self::PageFaultOnExit => "page-fault",
             Self::HangOnExit => "hang",
             Self::PanicOnExit => "panic",
+            Self::MapForeignOnExit => "map-foreign",
+            Self::ForbiddenControlOnExit => "forbidden-control",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::PageFaultOnExit, Self::HangOnExit, Self::PanicOnExit].into_iter().find(|hook| hook.name() == name)
+        [
+            Self::PageFaultOnExit,
+            Self::HangOnExit,
+            Self::PanicOnExit,
+            Self::MapForeignOnExit,
+            Self::ForbiddenControlOnExit,
+        ]
+        .into_iter()
+        .find(|hook| hook.name() == name)
     }
 }
 

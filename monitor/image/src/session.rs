@@ -132,8 +132,13 @@ impl Session {
             (Event::Start { .. }, Some(_)) => stop(StopReason::MonitorError, "a second start event"),
             (Event::Exit(exit), Some(monitor)) => {
                 self.exits += 1;
-                if self.exits == 1 && self.boot.test_hook != TestHook::None {
-                    return Err(self.boot.test_hook);
+                if self.exits == 1 {
+                    if let Some(response) = hostile_response(self.boot.test_hook, self.boot.ram_bytes) {
+                        return Ok(response);
+                    }
+                    if self.boot.test_hook != TestHook::None {
+                        return Err(self.boot.test_hook);
+                    }
                 }
                 // Guest memory: MMIO exits decode the instruction that caused them.
                 monitor.handle_exit_with_memory(&exit, memory)
@@ -196,6 +201,24 @@ impl Session {
             Err(problem) => stop(StopReason::GuestError, &problem),
         }
     }
+}
+
+/// The answers of a compromised monitor, for the test hooks that ask for
+/// one: requests the shim must refuse.
+fn hostile_response(hook: TestHook, ram_bytes: u64) -> Option<Response> {
+    let enter = Action::EnterL2 { ept02: true };
+    let actions = match hook {
+        TestHook::MapForeignOnExit => {
+            vec![enter, Action::MapL2 { l2_gpa: 0, l1_gpa: ram_bytes, size_log2: 12, permissions: 7 }]
+        }
+        TestHook::ForbiddenControlOnExit => {
+            let posted_interrupts = 1 << 7;
+            let encoding = vmx::vmcs::Control32::PinBasedControls.encoding();
+            vec![enter, Action::WriteField { encoding, value: 0x16 | 1 | posted_interrupts }]
+        }
+        _ => return None,
+    };
+    Some(Response { actions })
 }
 
 /// The vCPU's start state as actions. The shim creates the vCPU in flat
