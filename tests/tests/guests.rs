@@ -44,11 +44,14 @@ fn a_guest_starts_its_aps_with_init_and_sipi_and_they_exchange_ipis() {
 
 #[test]
 fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
-    let image = ImageBuilder::scenario("isolation")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .command_line("monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic");
+    let image = ImageBuilder::scenario("isolation").unwrap_or_else(|e| panic!("{e}")).command_line(
+        "monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic \
+             monitor-fault=escaper:map-foreign monitor-fault=overreacher:forbidden-control",
+    );
     let mut machine = boot(image, Emulator::bochs());
-    for name in ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky", "rebooter"] {
+    let names =
+        ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky", "rebooter", "escaper", "overreacher"];
+    for name in names {
         machine.expect(&format!("guest {name}: created"));
     }
     // Four guests share the CPU: their consoles interleave, so each is
@@ -64,7 +67,7 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     has("further #GPs for MSR accesses are counted, not logged");
     // The summary, one line per guest, in configuration order.
     let summary: Vec<&str> = console.lines().filter(|line| line.starts_with("guest ")).collect();
-    assert_eq!(summary.len(), 8, "{summary:#?}");
+    assert_eq!(summary.len(), 10, "{summary:#?}");
     assert_eq!(summary[0], "guest worker: stopped (debug exit, status 1)");
     assert!(summary[1].starts_with("guest crasher: crashed (triple fault at RIP 0x"), "{}", summary[1]);
     assert!(
@@ -94,6 +97,18 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     assert_eq!(
         summary[7],
         "guest rebooter: failed (3 restarts within 60 s, the last after: reboot: keyboard controller reset)"
+    );
+    // Monitors of nested guests that reach beyond their guest: refused.
+    assert_eq!(
+        summary[8],
+        "guest escaper: failed (monitor error: the shim refused the monitor's EPT02 block of 0x1000 bytes at L1 \
+         0x1000000 lies outside the guest's RAM)"
+    );
+    assert!(
+        summary[9].starts_with("guest overreacher: failed (monitor error: the shim refused the monitor's write of Pin")
+            && summary[9].contains("with bits 0x80 set, which vmcs02 never gets"),
+        "{}",
+        summary[9]
     );
 }
 

@@ -370,16 +370,14 @@ impl GuestBackend for GuestTable<'_> {
                 ept02_pages: 0,
             });
         };
-        let exits = guest
-            .exit_counts()
-            .map(|(reason, count)| ExitCount { reason: reason_name(reason), l1: count, l2: 0 })
-            .collect();
+        let exits =
+            guest.exit_counts().map(|(reason, l1, l2)| ExitCount { reason: reason_name(reason), l1, l2 }).collect();
         Some(GuestStats {
             name: guest.name.clone(),
             uptime_ms: guest.uptime_ms(),
             exits,
             monitor_memory_bytes: guest.monitor_memory_bytes(),
-            ept02_pages: 0,
+            ept02_pages: guest.ept02_pages(),
         })
     }
 

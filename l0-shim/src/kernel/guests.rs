@@ -102,8 +102,9 @@ pub struct Guest {
     console_line: Vec<u8>,
     /// What the guest wrote to its console, for the control API.
     pub console: ConsoleBuffer,
-    /// VM exits by basic exit reason.
+    /// VM exits by basic exit reason, of L1 and of L2.
     exit_counts: Vec<u64>,
+    l2_exit_counts: Vec<u64>,
     created_at_tsc: u64,
     /// The last answer kicked another vCPU: the running one yields.
     kicked_another: bool,
@@ -141,7 +142,9 @@ impl Guest {
         // shared tag lets TLB entries of one serve the others.
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus.max(1) {
-            let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
+            let mut vcpu = Vcpu::new(capabilities, ram.eptp(), ram.host_range(), vpid, &start)
+                .map_err(|error| error.to_string())?;
+            vcpu.nested_allowed = config.nested_hvm;
             // The APs wait for INIT and SIPI, which their monitor sends.
             let state = if index == 0 { VcpuState::Runnable } else { VcpuState::Halted { wake_at_tsc: None } };
             vcpus.push(GuestVcpu { vcpu, state, kicked: false });
@@ -167,6 +170,7 @@ impl Guest {
             console_line: Vec::new(),
             console: ConsoleBuffer::new(CONSOLE_BYTES_KEPT),
             exit_counts: alloc::vec![0; EXIT_REASONS],
+            l2_exit_counts: alloc::vec![0; EXIT_REASONS],
             created_at_tsc: rdtsc(),
             kicked_another: false,
             exits: 0,
@@ -238,8 +242,9 @@ impl Guest {
             return;
         }
         self.exits += 1;
-        let exit = monitor_channel::snapshot_exit(index as u32, &vcpu.registers);
-        if let Some(count) = self.exit_counts.get_mut(usize::from(exit.exit_reason as u16)) {
+        let exit = monitor_channel::snapshot_exit(index as u32, vcpu);
+        let counts = if vcpu.in_l2() { &mut self.l2_exit_counts } else { &mut self.exit_counts };
+        if let Some(count) = counts.get_mut(usize::from(exit.exit_reason as u16)) {
             *count += 1;
         }
         let event = Event::Exit(exit);
@@ -278,7 +283,7 @@ impl Guest {
     /// current.
     fn apply(&mut self, index: usize, response: monitor_abi::Response) {
         let mut output = Output::default();
-        let next = monitor_channel::apply(response, &mut self.vcpus[index].vcpu.registers, &mut output);
+        let next = monitor_channel::apply(response, &mut self.vcpus[index].vcpu, &mut output);
         if let Some(xcr0) = output.xcr0 {
             self.vcpus[index].vcpu.xstate.xcr0 = xcr0;
         }
@@ -387,13 +392,20 @@ impl Guest {
         self.monitor.memory_bytes()
     }
 
-    /// (basic exit reason, count) for every reason seen.
-    pub fn exit_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+    /// (basic exit reason, exits of L1, exits of L2) for every reason
+    /// seen.
+    pub fn exit_counts(&self) -> impl Iterator<Item = (u16, u64, u64)> + '_ {
         self.exit_counts
             .iter()
+            .zip(&self.l2_exit_counts)
             .enumerate()
-            .filter(|(_, count)| **count > 0)
-            .map(|(reason, count)| (reason as u16, *count))
+            .filter(|(_, (l1, l2))| **l1 + **l2 > 0)
+            .map(|(reason, (l1, l2))| (reason as u16, *l1, *l2))
+    }
+
+    /// Shadow-EPT table pages of all vCPUs.
+    pub fn ept02_pages(&self) -> u64 {
+        self.vcpus.iter().map(|slot| slot.vcpu.ept02_pages() as u64).sum()
     }
 
     /// Ends the guest from outside (the control API's destroy).
@@ -577,7 +589,14 @@ pub fn run_all(
     guests
         .iter()
         .map(|guest| {
-            info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
+            let l2_exits: u64 = guest.l2_exit_counts.iter().sum();
+            info!(
+                "guest {}: {} exits ({} of L2), {} MiB of RAM freed",
+                guest.name,
+                guest.exits,
+                l2_exits,
+                guest.ram_mib()
+            );
             info!("guest {}: monitor switches: {}", guest.name, guest.monitor.switches);
             let gone = gone.iter().find(|(vpid, _)| *vpid == guest.vpid).map(|(_, line)| line.clone());
             gone.unwrap_or_else(|| summary(guest))
@@ -625,6 +644,9 @@ fn restart(
             // The console goes on: a reader's offsets stay valid.
             fresh.console = core::mem::replace(&mut guest.console, ConsoleBuffer::new(1));
             for (total, old) in fresh.exit_counts.iter_mut().zip(&guest.exit_counts) {
+                *total += old;
+            }
+            for (total, old) in fresh.l2_exit_counts.iter_mut().zip(&guest.l2_exit_counts) {
                 *total += old;
             }
             info!("guest {}: restarted ({reason})", fresh.name);

@@ -6,6 +6,7 @@ pub mod configuration;
 pub mod console;
 pub mod control_plane;
 pub mod dma;
+pub mod ept02;
 pub mod guest_api;
 pub mod guest_images;
 pub mod guest_ram;

@@ -74,6 +74,28 @@ pub struct MachineFacts {
     pub wall_clock_unix_secs: u64,
 }
 
+/// The host's VMX capability MSRs, for a monitor that emulates VMX:
+/// exactly those the capability reader reads (reading one the CPU lacks
+/// would fault).
+fn host_vmx_msrs() -> Vec<(u32, u64)> {
+    if crate::kernel::vmx_root::capabilities().is_none() {
+        return Vec::new();
+    }
+    let mut msrs = Vec::new();
+    vmx::capabilities::VmxCapabilities::read(|msr| {
+        let value = crate::arch::cpu::read_msr(msr);
+        msrs.push((msr, value));
+        value
+    });
+    msrs
+}
+
+/// MAXPHYADDR (CPUID 0x80000008:EAX[7:0]).
+fn physical_address_width() -> u8 {
+    let width = crate::arch::cpu::cpuid(0x8000_0008, 0).eax as u8;
+    width.clamp(32, 52)
+}
+
 /// An exception a monitor took in ring 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MonitorFault {
@@ -223,6 +245,9 @@ impl Monitor {
                 .zip(&addresses)
                 .map(|((name, range, _), &address)| ModuleInfo { name: name.clone(), address, length: range.len() })
                 .collect(),
+            // Only a guest offered VMX learns about the host's.
+            vmx_msrs: if config.nested_hvm { host_vmx_msrs() } else { Vec::new() },
+            physical_address_width: physical_address_width(),
         };
         let boot_info = info.encode().map_err(|error| format!("the monitor's boot information: {error}"))?;
         let module_pages: Vec<(PhysRange, &[u8])> = modules.iter().map(|(_, range, bytes)| (*range, *bytes)).collect();
