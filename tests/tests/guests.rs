@@ -152,12 +152,28 @@ fn linux_boots_as_an_l1_guest_runs_a_command_and_powers_off_on_the_power_button(
 
     let token = machine.dir.path().join("admin-token");
     std::fs::write(&token, ADMIN).expect("writing the token file");
-    let args = ["netctl", "--host", &forward.address(), "--token-file", token.to_str().unwrap(), "--retries", "20"];
-    let mut args: Vec<String> = args.iter().map(|word| word.to_string()).collect();
-    args.extend(["shutdown".to_string(), "linux".to_string()]);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = netctl::run(args, &mut out, &mut err);
-    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    let address = forward.address();
+    let netctl_words = |words: &[&str]| {
+        let common = ["netctl", "--host", &address, "--token-file", token.to_str().unwrap(), "--retries", "20"];
+        let args: Vec<String> = common.iter().chain(words).map(|word| word.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = netctl::run(args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    };
+    // Reported, not asserted: the console's throughput, reading Linux's
+    // whole boot log at once (the first request also opens the connection).
+    let started = std::time::Instant::now();
+    let (code, console, err) = netctl_words(&["console", "linux"]);
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(code, netctl::exit::OK, "{err}");
+    assert!(console.contains("Linux version 6.1") && console.len() > 8 * 1024, "{console}");
+    println!(
+        "Bochs: netctl console read {} KiB of Linux's console in {:.0} ms: {:.0} KiB/s",
+        console.len() / 1024,
+        seconds * 1e3,
+        console.len() as f64 / 1024.0 / seconds
+    );
+    let (code, out, err) = netctl_words(&["shutdown", "linux"]);
     assert_eq!((code, out.as_ref()), (netctl::exit::OK, "linux: shutting_down (asked to power off)\n"), "{err}");
 
     machine.expect("guest linux: power button pressed: the guest is told (SCI)");
