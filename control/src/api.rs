@@ -29,7 +29,8 @@ pub trait GuestBackend {
     /// `tenant`. It is not started.
     fn create(&mut self, config: &str, tenant: Option<&str>) -> Result<GuestInfo, BackendError>;
     /// Replaces the guest's kernel or initrd with uploaded bytes; only before its first start.
-    fn upload(&mut self, name: &str, image: Image, bytes: Vec<u8>) -> Result<GuestInfo, BackendError>;
+    /// The back end copies what it keeps: the request's buffer goes when the answer is sent.
+    fn upload(&mut self, name: &str, image: Image, bytes: &[u8]) -> Result<GuestInfo, BackendError>;
     /// Starts the action and returns the state right after; `Shutdown` only asks the guest.
     fn act(&mut self, name: &str, action: Action) -> Result<GuestInfo, BackendError>;
     /// Forgets a guest that is not running, with its memory and console.
@@ -47,9 +48,14 @@ pub enum BackendError {
     /// The action does not apply in the guest's current state; the text says why.
     WrongState(String),
     NameTaken,
-    /// The configuration's errors, each as `LINE: key 'KEY': MESSAGE`.
+    /// The configuration's errors, each as `LINE: key 'KEY': MESSAGE` (400).
     InvalidConfig(Vec<String>),
+    /// Not enough memory (or another resource) for this now; the text says what (507).
     OutOfResources(String),
+    /// The upload is larger than the back end takes (413).
+    TooLarge(String),
+    /// The request is well formed but cannot work, e.g. a kernel the loader refuses (400).
+    Rejected(String),
     Unsupported(String),
 }
 
@@ -288,7 +294,7 @@ impl Router {
                 if request.body.is_empty() {
                     return Ok(Reply::Now(Response::error(Status::BAD_REQUEST, "the image is empty")));
                 }
-                Response::json(Status::OK, &backend.upload(name, image, request.body.clone())?)
+                Response::json(Status::OK, &backend.upload(name, image, &request.body)?)
             }
             Route::Act(action) => {
                 let info = backend.act(name, action)?;
@@ -425,9 +431,11 @@ fn backend_error_response(error: BackendError, name: &str) -> Response {
         BackendError::WrongState(why) => Response::error(Status::CONFLICT, &why),
         BackendError::NameTaken => Response::error(Status::CONFLICT, "a guest with this name already exists"),
         BackendError::InvalidConfig(errors) => {
-            Response::error(Status::UNPROCESSABLE, &format!("invalid configuration: {}", errors.join("; ")))
+            Response::error(Status::BAD_REQUEST, &format!("invalid configuration: {}", errors.join("; ")))
         }
-        BackendError::OutOfResources(why) => Response::error(Status::SERVICE_UNAVAILABLE, &why),
+        BackendError::OutOfResources(why) => Response::error(Status::INSUFFICIENT_STORAGE, &why),
+        BackendError::TooLarge(why) => Response::error(Status::PAYLOAD_TOO_LARGE, &why),
+        BackendError::Rejected(why) => Response::error(Status::BAD_REQUEST, &why),
         BackendError::Unsupported(why) => Response::error(Status::NOT_IMPLEMENTED, &why),
     }
 }

@@ -22,6 +22,11 @@ struct FakeGuest {
     exits: Vec<ExitCount>,
 }
 
+/// The fake host's free memory: a guest with more cannot start (507).
+pub const FAKE_FREE_MEMORY_MIB: u64 = 512;
+/// The largest image the fake takes (413).
+pub const FAKE_MAX_IMAGE_BYTES: usize = 1 << 20;
+
 pub struct FakeBackend {
     guests: Vec<FakeGuest>,
     console_capacity: usize,
@@ -196,16 +201,19 @@ impl GuestBackend for FakeBackend {
         Ok(info)
     }
 
-    fn upload(&mut self, name: &str, image: Image, bytes: Vec<u8>) -> Result<GuestInfo, BackendError> {
+    fn upload(&mut self, name: &str, image: Image, bytes: &[u8]) -> Result<GuestInfo, BackendError> {
         let guest = self.find_mut(name).ok_or(BackendError::NoSuchGuest)?;
         if guest.info.state != GuestState::Created {
             return Err(BackendError::WrongState("images can only be replaced before the guest's first start".into()));
+        }
+        if bytes.len() > FAKE_MAX_IMAGE_BYTES {
+            return Err(BackendError::TooLarge(format!("images are at most {FAKE_MAX_IMAGE_BYTES} bytes")));
         }
         let description = Some(format!("uploaded, {} bytes", bytes.len()));
         match image {
             Image::Kernel => {
                 guest.info.kernel = description;
-                guest.kernel = Some(bytes);
+                guest.kernel = Some(bytes.to_vec());
             }
             Image::Initrd => guest.info.initrd = description,
         }
@@ -221,6 +229,12 @@ impl GuestBackend for FakeBackend {
                 if guest.info.kernel.is_none() {
                     return Err(BackendError::WrongState(format!("guest '{name}' has no kernel")));
                 }
+                if guest.info.memory_mib > FAKE_FREE_MEMORY_MIB {
+                    return Err(BackendError::OutOfResources(format!(
+                        "not enough free memory for guest '{name}': {} MiB wanted, {FAKE_FREE_MEMORY_MIB} MiB free",
+                        guest.info.memory_mib
+                    )));
+                }
                 guest.info.stop_reason = None;
                 GuestState::Running
             }
@@ -229,7 +243,8 @@ impl GuestBackend for FakeBackend {
             (Action::Pause, _) => return wrong("only a running guest can be paused"),
             (Action::Resume, GuestState::Paused) => GuestState::Running,
             (Action::Resume, _) => return wrong("only a paused guest can be resumed"),
-            (Action::Shutdown, GuestState::Running) => GuestState::ShuttingDown,
+            // Pressing the button again, as the shim allows.
+            (Action::Shutdown, GuestState::Running | GuestState::ShuttingDown) => GuestState::ShuttingDown,
             (Action::Shutdown, _) => return wrong("only a running guest can be asked to shut down"),
             (Action::Destroy, GuestState::Created | GuestState::Stopped) => return wrong("it is not running"),
             (Action::Destroy, _) => {
@@ -295,7 +310,7 @@ impl GuestBackend for FakeBackend {
             logical_cpus: 1,
             vmx_features: vec!["ept".into(), "vpid".into(), "unrestricted_guest".into()],
             total_memory_bytes: 1 << 30,
-            free_memory_bytes: 1 << 29,
+            free_memory_bytes: FAKE_FREE_MEMORY_MIB << 20,
             uptime_ms: self.uptime_ms,
         }
     }

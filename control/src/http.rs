@@ -41,6 +41,7 @@ impl Status {
     pub const INTERNAL_ERROR: Status = Status(500);
     pub const NOT_IMPLEMENTED: Status = Status(501);
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    pub const INSUFFICIENT_STORAGE: Status = Status(507);
     pub const VERSION_NOT_SUPPORTED: Status = Status(505);
 
     pub fn reason(self) -> &'static str {
@@ -66,6 +67,7 @@ impl Status {
             500 => "Internal Server Error",
             501 => "Not Implemented",
             503 => "Service Unavailable",
+            507 => "Insufficient Storage",
             505 => "HTTP Version Not Supported",
             _ => "Unknown",
         }
@@ -238,7 +240,20 @@ impl RequestReader {
                 };
             }
             match self.parse_head()? {
-                Some(head) => self.head = Some(head),
+                Some(head) => {
+                    // The whole request is held at once: reserve it exactly
+                    // now (an upload must not double the buffer as it grows),
+                    // and answer when memory is short instead of failing
+                    // the allocation later.
+                    let total = head.len.saturating_add(head.content_length.unwrap_or(0));
+                    if self.buf.try_reserve_exact(total.saturating_sub(self.buf.len())).is_err() {
+                        return Err(HttpError::new(
+                            Status::INSUFFICIENT_STORAGE,
+                            "the server has no memory for a request body this large now",
+                        ));
+                    }
+                    self.head = Some(head)
+                }
                 None => return Ok(Progress::Incomplete),
             }
         }
@@ -252,8 +267,11 @@ impl RequestReader {
             return Ok(Progress::Incomplete);
         }
         let head = self.head.take().expect("head parsed above");
-        let body = self.buf[head.len..total].to_vec();
-        self.buf.drain(..total);
+        // The body stays where it is, in the buffer (no copy of an upload):
+        // what follows it (a pipelined request) moves to a new buffer.
+        let rest = self.buf.split_off(total);
+        let mut body = core::mem::replace(&mut self.buf, rest);
+        body.drain(..head.len);
         self.scanned = 0;
         self.continue_sent = false;
         Ok(Progress::Complete(Request {

@@ -5,6 +5,8 @@
 # the kernel command line as matryoshka.run="..." and powers the machine off.
 # Test harnesses wait for these console lines:
 #   matryoshka-guest: init started
+#   matryoshka-guest: listening to the power button   (with ACPI; pressing
+#       it powers off: "matryoshka-guest: power button pressed: powering off")
 #   matryoshka-guest: run begin
 #   ...the command's output...
 #   matryoshka-guest: run end (status N)
@@ -20,6 +22,19 @@ mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 
 echo "matryoshka-guest: init started"
+
+# The ACPI power button (the host's `netctl shutdown`, like `virsh shutdown`
+# or `xl shutdown -F`): what acpid or systemd-logind do on a distribution.
+# Its input device reports KEY_POWER; any event from it powers off.
+for event in /sys/class/input/event*; do
+    [ "$(cat "$event/device/name" 2>/dev/null)" = "Power Button" ] || continue
+    (
+        dd if="/dev/input/${event##*/}" bs=64 count=1 of=/dev/null 2>/dev/null &&
+            echo "matryoshka-guest: power button pressed: powering off" &&
+            poweroff -f
+    ) &
+    echo "matryoshka-guest: listening to the power button"
+done
 
 # The kernel keeps parameters with a dot in their name for itself, so the
 # command is read from /proc/cmdline. Accepted spellings (the value cannot

@@ -52,12 +52,14 @@ pub struct BootOptions<'a> {
     pub config_module: Option<&'a str>,
     pub self_test: Option<SelfTest>,
     /// Tests only: guests whose monitors fault on purpose, and how
-    /// (`monitor-fault=GUEST:page-fault|hang|panic`, up to
+    /// (`monitor-fault=GUEST:page-fault|hang|panic|map-foreign|forbidden-control`, up to
     /// [`MAX_MONITOR_FAULTS`] words).
     pub monitor_faults: [Option<(&'a str, TestHook)>; MAX_MONITOR_FAULTS],
 }
 
-pub const MAX_MONITOR_FAULTS: usize = 4;
+pub const MAX_MONITOR_FAULTS: usize = 8;
+const MONITOR_FAULT_KINDS: &str =
+    "GUEST:page-fault, GUEST:hang, GUEST:panic, GUEST:map-foreign or GUEST:forbidden-control";
 
 impl BootOptions<'_> {
     /// The test hook for the monitor of guest `name`.
@@ -140,11 +142,11 @@ pub fn parse<'a>(command_line: &'a str, mut warn: impl FnMut(OptionWarning<'a>))
                 Some((guest, kind)) if !guest.is_empty() => {
                     match (TestHook::from_name(kind), options.monitor_faults.iter_mut().find(|slot| slot.is_none())) {
                         (Some(hook), Some(slot)) => *slot = Some((guest, hook)),
-                        (Some(_), None) => bad_value("at most 4 monitor-fault words"),
-                        (None, _) => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
+                        (Some(_), None) => bad_value("at most 8 monitor-fault words"),
+                        (None, _) => bad_value(MONITOR_FAULT_KINDS),
                     }
                 }
-                _ => bad_value("GUEST:page-fault, GUEST:hang or GUEST:panic"),
+                _ => bad_value(MONITOR_FAULT_KINDS),
             },
             _ => warn(OptionWarning::UnknownKey(key)),
         }
@@ -199,11 +201,14 @@ mod tests {
         assert_eq!(options.monitor_fault("web"), TestHook::HangOnExit);
         assert_eq!(options.monitor_fault("db"), TestHook::PageFaultOnExit);
         assert_eq!(options.monitor_fault("other"), TestHook::None);
-        let (_, warnings) = parse_collecting(
-            "monitor-fault=a:hang monitor-fault=b:hang monitor-fault=c:hang monitor-fault=d:hang monitor-fault=e:hang",
-        );
+        let nine: Vec<String> = (0..9).map(|n| format!("monitor-fault=g{n}:map-foreign")).collect();
+        let line = nine.join(" ");
+        let (options, warnings) = parse_collecting(&line);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("at most 4"), "{warnings:?}");
+        assert!(warnings[0].contains("at most 8"), "{warnings:?}");
+        assert_eq!(options.monitor_fault("g7"), TestHook::MapForeignOnExit);
+        let (options, _) = parse_collecting("monitor-fault=x:forbidden-control");
+        assert_eq!(options.monitor_fault("x"), TestHook::ForbiddenControlOnExit);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod action_validation;
 pub mod boot_config;
 pub mod boot_info;
 pub mod boot_options;
+pub mod guest_request;
 pub mod layout;
 pub mod memory;
 pub mod monitor_image;

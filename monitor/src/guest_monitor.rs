@@ -28,6 +28,9 @@ use crate::mmio_instruction::{self, CpuMode, MmioInstruction, MmioOperation, MAX
 use crate::policy::cpuid::{CpuidConfig, DynamicState, Feature, GuestCpuid, NativeSupport};
 use crate::policy::msr::{GuestMsrField, MsrContext, MsrOutcome, MsrPolicy, MsrState, UnknownMsrAction};
 
+mod nested;
+pub use nested::NestedSetup;
+
 const RFLAGS_IF: u64 = 1 << 9;
 /// Interruptibility: blocking by STI or MOV SS delays interrupts by one
 /// instruction.
@@ -71,6 +74,8 @@ pub struct GuestSetup<'a> {
     /// The RTC's time when the guest starts.
     pub wall_clock_unix_secs: u64,
     pub unknown_msr: UnknownMsrAction,
+    /// The host's VMX, for a guest with `nestedhvm=1` (none: VMX hidden).
+    pub nested: Option<NestedSetup>,
 }
 
 /// Exits by basic reason, for statistics.
@@ -123,10 +128,15 @@ struct VcpuState {
     /// Interrupt-window exiting is on: the vCPU exits by itself as soon as
     /// it can take the interrupt it has, so news needs no kick.
     window_armed: bool,
+    /// Its emulated VMX, with `nestedhvm=1`.
+    nested: Option<alloc::boxed::Box<nested::NestedVcpu>>,
 }
 
 pub struct GuestMonitor {
     cpuid: GuestCpuid,
+    /// VMX as offered to the guest, with `nestedhvm=1`.
+    nested: Option<nested::NestedSupport>,
+    ram_bytes: u64,
     msr_policy: MsrPolicy,
     vcpus: Vec<VcpuState>,
     platform: LegacyPlatform,
@@ -145,6 +155,7 @@ impl GuestMonitor {
     pub fn new(setup: &GuestSetup, host_cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Self {
         let cpuid = GuestCpuid::new(host_cpuid, &CpuidConfig::for_guest(setup.config, setup.tsc_khz, setup.native));
         let msr_policy = MsrPolicy::new(setup.unknown_msr, &cpuid, None);
+        let nested = setup.nested.as_ref().filter(|_| setup.config.nested_hvm).map(nested::NestedSupport::new);
         let vcpus = (0..setup.config.vcpus.max(1))
             .map(|index| VcpuState {
                 msrs: MsrState::new(index),
@@ -154,6 +165,7 @@ impl GuestMonitor {
                 activity: if index == 0 { Activity::Running } else { Activity::WaitingForSipi },
                 kicked: false,
                 window_armed: false,
+                nested: nested.as_ref().map(nested::NestedSupport::vcpu),
             })
             .collect();
         let platform = LegacyPlatform::new(&PlatformConfig {
@@ -164,6 +176,8 @@ impl GuestMonitor {
         });
         Self {
             cpuid,
+            nested,
+            ram_bytes: setup.ram_bytes,
             msr_policy,
             vcpus,
             platform,
@@ -230,11 +244,11 @@ impl GuestMonitor {
 
     /// Answers one VM exit, reading guest memory where an exit needs it
     /// (the instruction behind an MMIO access to the APICs).
-    pub fn handle_exit_with_memory(&mut self, exit: &ExitEvent, memory: &dyn GuestMemory) -> Response {
+    pub fn handle_exit_with_memory(&mut self, exit: &ExitEvent, memory: &mut dyn GuestMemory) -> Response {
         self.handle_exit_in(exit, Some(memory))
     }
 
-    fn handle_exit_in(&mut self, exit: &ExitEvent, memory: Option<&dyn GuestMemory>) -> Response {
+    fn handle_exit_in(&mut self, exit: &ExitEvent, mut memory: Option<&mut dyn GuestMemory>) -> Response {
         // Most answers are a few register writes and a skip: one allocation.
         let mut response = Response { actions: Vec::with_capacity(8) };
         let Some(vcpu) = self.vcpus.get(exit.vcpu as usize).map(|_| exit.vcpu as usize) else {
@@ -268,6 +282,13 @@ impl GuestMonitor {
                 StopReason::GuestError,
                 format!("VM entry failed ({}), qualification {:#x}", reason.name(), exit.qualification),
             );
+        }
+        if let Some(full) = exit.full.filter(|full| full.from_l2) {
+            return match self.l2_exit(vcpu, exit, &full, now, memory, &mut response) {
+                // L1's interrupts reach it through exits (see `l2_exit`).
+                Ok(()) => self.finish_response(vcpu, now, response, None),
+                Err(detail) => stop(StopReason::GuestError, detail),
+            };
         }
         // An exit in the middle of delivering an event (e.g. an EPT
         // violation on the IDT) must not lose that event.
@@ -316,12 +337,12 @@ impl GuestMonitor {
             ExitReason::EptViolation | ExitReason::EptMisconfiguration
                 if self.platform.decodes_mmio(vcpu, exit.guest_physical_address) =>
             {
-                self.mmio(vcpu, exit, exit.guest_physical_address, now, memory, &mut response)
+                self.mmio(vcpu, exit, exit.guest_physical_address, now, memory.as_deref(), &mut response)
             }
             ExitReason::ApicAccess => {
                 // Qualification bits 11:0: the offset in the APIC-access page.
                 let gpa = crate::devices::local_apic::XAPIC_BASE + (exit.qualification & 0xfff);
-                self.mmio(vcpu, exit, gpa, now, memory, &mut response)
+                self.mmio(vcpu, exit, gpa, now, memory.as_deref(), &mut response)
             }
             ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
                 let access = ept_access(exit.qualification);
@@ -333,26 +354,8 @@ impl GuestMonitor {
                     ),
                 );
             }
-            ExitReason::Vmcall
-            | ExitReason::Vmclear
-            | ExitReason::Vmlaunch
-            | ExitReason::Vmptrld
-            | ExitReason::Vmptrst
-            | ExitReason::Vmread
-            | ExitReason::Vmresume
-            | ExitReason::Vmwrite
-            | ExitReason::Vmxoff
-            | ExitReason::Vmxon
-            | ExitReason::Invept
-            | ExitReason::Invvpid
-            | ExitReason::Vmfunc => {
-                // VMX is not offered to this guest (nested VMX comes later).
-                response.actions.push(Action::InjectEvent {
-                    vector: UD,
-                    kind: InjectionKind::HardwareException,
-                    error_code: None,
-                });
-                Ok(())
+            reason if reason.is_vmx_instruction() => {
+                self.vmx_instruction(vcpu, reason, exit, memory.take(), &mut response)
             }
             other => Err(format!(
                 "VM exit '{}' (reason {}) is not handled yet (RIP {:#x}, qualification {:#x})",
@@ -365,6 +368,21 @@ impl GuestMonitor {
         if let Err(detail) = handled {
             return stop(StopReason::GuestError, detail);
         }
+        let deliver = !reinjected && !injects(&response);
+        self.finish_response(vcpu, now, response, deliver.then_some((&exit.guest, reason)))
+    }
+
+    /// What every answer ends with: the console, the platform's verdicts
+    /// (debug exit, power off, reset), an interrupt for the guest if
+    /// `deliver` says it can be given one now, and what the vCPU does
+    /// next.
+    fn finish_response(
+        &mut self,
+        vcpu: usize,
+        now: u64,
+        mut response: Response,
+        deliver: Option<(&GuestSnapshot, ExitReason)>,
+    ) -> Response {
         self.forward_console(&mut response);
         if let Some(status) = self.platform.exit_status() {
             response.actions.push(Action::Stop { reason: StopReason::DebugExit { status }, detail: String::new() });
@@ -378,8 +396,8 @@ impl GuestMonitor {
             response.actions.push(Action::Stop { reason: StopReason::Reboot, detail: how.into() });
             return response;
         }
-        if !reinjected && !injects(&response) {
-            self.deliver_interrupt(vcpu, &exit.guest, reason, &mut response);
+        if let Some((guest, reason)) = deliver {
+            self.deliver_interrupt(vcpu, guest, reason, &mut response);
         }
         match self.vcpus[vcpu].activity {
             Activity::Halted => {
@@ -430,6 +448,22 @@ impl GuestMonitor {
             self.announced_deadline = deadline;
             response.actions.push(Action::SetTimer { at_ns: deadline });
         }
+    }
+
+    /// The host pressed the power button (`Event::PowerButton`): the SCI
+    /// goes up if the guest listens, and `vcpu` is answered as for a timer
+    /// (a halted one takes the interrupt now, a running one at its next
+    /// exit; others are kicked).
+    pub fn handle_power_button(&mut self, vcpu: u32, now_ns: u64) -> Response {
+        if self.vcpus.get(vcpu as usize).is_none() {
+            return stop(StopReason::MonitorError, format!("power button for unknown vCPU {vcpu}"));
+        }
+        self.platform.press_power_button(now_ns);
+        let mut response = self.handle_timer(vcpu, now_ns);
+        let listening = self.platform.acpi_pm().sci_level();
+        let note = if listening { "the guest is told (SCI)" } else { "the guest has not enabled it" };
+        response.actions.insert(0, log(LOG_INFO, format!("power button pressed: {note}")));
+        response
     }
 
     /// A deadline the vCPU waited for has passed, or another vCPU kicked
@@ -582,7 +616,8 @@ impl GuestMonitor {
             return Ok(());
         }
         let state = &mut self.vcpus[vcpu];
-        let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc);
+        let vmx_msrs = self.nested.as_ref().map(|nested| nested.msr_table.as_slice());
+        let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc, vmx_msrs);
         let outcome = state.msrs.rdmsr(msr, &context);
         let value = match outcome {
             MsrOutcome::Read(value) => value,
@@ -616,7 +651,8 @@ impl GuestMonitor {
             return Ok(());
         }
         let state = &mut self.vcpus[vcpu];
-        let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc);
+        let vmx_msrs = self.nested.as_ref().map(|nested| nested.msr_table.as_slice());
+        let context = msr_context(&self.msr_policy, state.tsc_offset, exit.guest.tsc, vmx_msrs);
         match state.msrs.wrmsr(msr, value, &context) {
             MsrOutcome::Written if msr == IA32_APIC_BASE => {
                 // The policy refuses x2APIC mode (EXTD) for now: only EN
@@ -804,6 +840,9 @@ impl GuestMonitor {
             return Err(format!("control-register exit {:#x} is not handled yet", exit.qualification));
         };
         let value = exit.guest.gprs[source as usize];
+        if !self.check_cr_write(exit.vcpu as usize, cr, value, response) {
+            return Ok(());
+        }
         match cr {
             0 => {
                 // Paging turned on with EFER.LME set enters IA-32e mode
@@ -838,8 +877,13 @@ impl GuestMonitor {
 }
 
 /// The guest's TSC is the host's plus the offset the monitor last set.
-fn msr_context(policy: &MsrPolicy, tsc_offset: u64, guest_tsc: u64) -> MsrContext<'_> {
-    MsrContext { policy, host_tsc: guest_tsc.wrapping_sub(tsc_offset), tsc_offset, vmx_capabilities: None }
+fn msr_context<'a>(
+    policy: &'a MsrPolicy,
+    tsc_offset: u64,
+    guest_tsc: u64,
+    vmx_capabilities: Option<&'a [(u32, u64)]>,
+) -> MsrContext<'a> {
+    MsrContext { policy, host_tsc: guest_tsc.wrapping_sub(tsc_offset), tsc_offset, vmx_capabilities }
 }
 
 fn injects(response: &Response) -> bool {
@@ -958,6 +1002,10 @@ mod tests {
             native: NativeSupport::ALL,
             wall_clock_unix_secs: 1_700_000_000,
             unknown_msr: UnknownMsrAction::InjectGp,
+            nested: Some(NestedSetup {
+                host: crate::nested::test_support::skylake(),
+                physical_address_width: crate::nested::test_support::WIDTH,
+            }),
         };
         GuestMonitor::new(&setup, skylake_x)
     }
@@ -1315,20 +1363,20 @@ mod tests {
         // mov eax, [ebx]: the APIC version register.
         let read = mmio_exit(0xfee0_0030, false, &[0x8b, 0x03], &mut memory);
         let read = with_gprs(read, &[(RAX, 0xdead_beef_0000_0000), (RBX, 0xfee0_0030)]);
-        let response = monitor.handle_exit_with_memory(&read, &memory);
+        let response = monitor.handle_exit_with_memory(&read, &mut memory);
         assert_eq!(gpr(&response, RAX), Some(0x5_0014), "a 32-bit load clears bits 63:32");
         assert_eq!(rip_after(&response), Some(0x10_0002));
         assert!(!response.actions.contains(&Action::SkipInstruction), "the exit's length is not defined");
         // mov dword [eax+0x80], 0x20: TPR.
         let write = mmio_exit(0xfee0_0080, true, &[0xc7, 0x80, 0x80, 0, 0, 0, 0x20, 0, 0, 0], &mut memory);
-        let response = monitor.handle_exit_with_memory(&write, &memory);
+        let response = monitor.handle_exit_with_memory(&write, &mut memory);
         assert_eq!(rip_after(&response), Some(0x10_000a));
         assert_eq!(monitor.platform().local_apic(0).unwrap().ppr(), 0x20);
         // The IOAPIC: mov [ecx], edx selects the version, mov eax, [ecx+0x10] reads it.
         let select = with_gprs(mmio_exit(0xfec0_0000, true, &[0x89, 0x11], &mut memory), &[(RDX, 1)]);
-        monitor.handle_exit_with_memory(&select, &memory);
+        monitor.handle_exit_with_memory(&select, &mut memory);
         let version = mmio_exit(0xfec0_0010, false, &[0x8b, 0x41, 0x10], &mut memory);
-        assert_eq!(gpr(&monitor.handle_exit_with_memory(&version, &memory), RAX), Some(0x0017_0011));
+        assert_eq!(gpr(&monitor.handle_exit_with_memory(&version, &mut memory), RAX), Some(0x0017_0011));
     }
 
     #[test]
@@ -1340,15 +1388,15 @@ mod tests {
         assert!(stop_detail(&monitor.handle_exit(&event)).1.contains("gave no guest memory"));
         // add eax, [ebx] is not a move.
         let add = mmio_exit(0xfee0_0030, false, &[0x03, 0x03], &mut memory);
-        let (reason, detail) = stop_detail(&monitor.handle_exit_with_memory(&add, &memory));
+        let (reason, detail) = stop_detail(&monitor.handle_exit_with_memory(&add, &mut memory));
         assert_eq!(reason, StopReason::GuestError);
         assert!(detail.contains("opcode 0x03"), "{detail}");
         // A load where the CPU reported a write.
         let mismatch = mmio_exit(0xfee0_0030, true, &[0x8b, 0x03], &mut memory);
-        assert!(stop_detail(&monitor.handle_exit_with_memory(&mismatch, &memory)).1.contains("does not match"));
+        assert!(stop_detail(&monitor.handle_exit_with_memory(&mismatch, &mut memory)).1.contains("does not match"));
         // Outside every device it is still a wild access.
         let wild = mmio_exit(0xfed0_0000, false, &[0x8b, 0x03], &mut memory);
-        assert!(stop_detail(&monitor.handle_exit_with_memory(&wild, &memory)).1.contains("no RAM and no device"));
+        assert!(stop_detail(&monitor.handle_exit_with_memory(&wild, &mut memory)).1.contains("no RAM and no device"));
     }
 
     /// Long mode with paging: the instruction is found through the guest's
@@ -1374,7 +1422,7 @@ mod tests {
         event.guest.cr4 = 0x20;
         event.guest.efer = EFER_LME | EFER_LMA;
         event.guest.cs_access_rights = 0xa09b;
-        let response = monitor.handle_exit_with_memory(&event, &memory);
+        let response = monitor.handle_exit_with_memory(&event, &mut memory);
         assert_eq!(gpr(&response, RAX), Some(0), "APIC ID 0");
         assert_eq!(rip_after(&response), Some(rip + 6));
     }
@@ -1403,6 +1451,43 @@ mod tests {
     }
 
     #[test]
+    fn the_power_button_wakes_a_halted_guest_that_listens_and_not_one_that_does_not() {
+        let plain = config("");
+        let mut monitor = monitor_for(&plain);
+        let mut memory = VecMemory::new(2 << 20);
+        let store = |monitor: &mut GuestMonitor, memory: &mut VecMemory, address: u64, value: u64| {
+            let event = with_gprs(mmio_exit(address, true, &[0x89, 0x18], memory), &[(RBX, value)]);
+            monitor.handle_exit_with_memory(&event, memory)
+        };
+        // Not listening: the press is logged, the halted vCPU stays halted.
+        let hlt = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 1));
+        assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })));
+        let ignored = monitor.handle_power_button(0, 1_000);
+        assert!(!injects(&ignored), "{ignored:?}");
+        assert!(matches!(ignored.actions.last(), Some(Action::Halt { .. })), "{ignored:?}");
+        // Linux: LINT0 masked, IOAPIC pin 9 level to vector 0x39, PWRBTN_EN.
+        store(&mut monitor, &mut memory, 0xfee0_0350, 0x1_0700);
+        store(&mut monitor, &mut memory, 0xfec0_0000, 0x22);
+        store(&mut monitor, &mut memory, 0xfec0_0010, 0x8039);
+        // The press before PWRBTN_EN is still pending: enabling raises the SCI.
+        let enabled = out(&mut monitor, 0x603, 0x01, 1); // PM1_EN.PWRBTN_EN (high byte)
+        assert!(injects(&enabled), "{enabled:?}");
+        // Cleared and EOI'd; the next press wakes the halted vCPU with the SCI.
+        out(&mut monitor, 0x601, 0x01, 1); // PM1_STS.PWRBTN_STS: write 1 to clear
+        store(&mut monitor, &mut memory, 0xfee0_00b0, 0);
+        let hlt = monitor.handle_exit(&exit(ExitReason::Hlt, 0, 1));
+        assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })), "{hlt:?}");
+        let woken = monitor.handle_power_button(0, 2_000);
+        assert!(woken.actions.contains(&Action::InjectEvent {
+            vector: 0x39,
+            kind: InjectionKind::ExternalInterrupt,
+            error_code: None
+        }));
+        assert!(!woken.actions.iter().any(|action| matches!(action, Action::Halt { .. })), "{woken:?}");
+        assert!(matches!(monitor.handle_power_button(7, 0).actions.last(), Some(Action::Stop { .. })));
+    }
+
+    #[test]
     fn nmi_ipis_are_injected_unless_an_nmi_is_being_handled() {
         let plain = config("");
         let mut monitor = monitor_for(&plain);
@@ -1411,7 +1496,7 @@ mod tests {
         let send = with_gprs(mmio_exit(0xfee0_0300, true, &[0x89, 0x18], &mut memory), &[(RBX, 0x0008_0400)]);
         let mut blocked = send;
         blocked.guest.interruptibility = BLOCKED_BY_NMI;
-        let response = monitor.handle_exit_with_memory(&blocked, &memory);
+        let response = monitor.handle_exit_with_memory(&blocked, &mut memory);
         assert!(!injects(&response), "blocked by NMI: it waits");
         let response = monitor.handle_exit(&exit(ExitReason::Cpuid, 0, 0));
         assert!(response.actions.contains(&Action::InjectEvent {
@@ -1480,7 +1565,7 @@ mod tests {
         start_ap(&mut monitor, &mut memory);
         // The AP enables its APIC (SVR) and halts with interrupts on.
         let enable = on_vcpu(with_gprs(mmio_exit(0xfee0_00f0, true, &[0x89, 0x18], &mut memory), &[(RBX, 0x1ff)]), 1);
-        monitor.handle_exit_with_memory(&enable, &memory);
+        monitor.handle_exit_with_memory(&enable, &mut memory);
         let hlt = monitor.handle_exit(&on_vcpu(exit(ExitReason::Hlt, 0, 1), 1));
         assert!(matches!(hlt.actions.last(), Some(Action::Halt { .. })), "{hlt:?}");
 

@@ -115,11 +115,20 @@ impl Client {
         if body.is_some() || method != "GET" {
             head += &format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", payload.len());
         }
+        // A large upload asks first, so that a refusal (413, 401, 404...) comes
+        // before megabytes are sent into a connection the server closes.
+        let ask_first = payload.len() > EXPECT_CONTINUE_ABOVE;
+        if ask_first {
+            head += "Expect: 100-continue\r\n";
+        }
         head += "\r\n";
         stream.write_all(head.as_bytes()).map_err(|e| exchange_error("sending the request", e))?;
-        stream.write_all(payload).map_err(|e| exchange_error("sending the request", e))?;
-
         let mut received = Vec::new();
+        let send_body = !ask_first || await_continue(&mut stream, &mut received, self.read_timeout)?;
+        if send_body {
+            stream.write_all(payload).map_err(|e| exchange_error("sending the request", e))?;
+        }
+
         let mut buffer = [0u8; 64 * 1024];
         loop {
             let count = match stream.read(&mut buffer) {
@@ -171,6 +180,39 @@ impl Client {
         }
         Err(last_error)
     }
+}
+
+/// Request bodies larger than this are sent after the server's `100 Continue`.
+const EXPECT_CONTINUE_ABOVE: usize = 64 * 1024;
+/// How long to wait for `100 Continue` before sending the body anyway (RFC 9110 10.1.1).
+const CONTINUE_WAIT: Duration = Duration::from_secs(3);
+
+/// After a head with `Expect: 100-continue`: whether to send the body. `received` keeps
+/// what came that is not the interim answer (the final answer, when the server refused).
+fn await_continue(stream: &mut TcpStream, received: &mut Vec<u8>, read_timeout: Duration) -> Result<bool, ClientError> {
+    let error = |e: std::io::Error| ClientError::Exchange(format!("waiting for 100 Continue: {e}"));
+    stream.set_read_timeout(Some(CONTINUE_WAIT)).map_err(error)?;
+    let mut buffer = [0u8; 4096];
+    let send = loop {
+        let count = match stream.read(&mut buffer) {
+            Ok(count) => count,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break true,
+            Err(e) => return Err(error(e)),
+        };
+        if count == 0 {
+            break false;
+        }
+        received.extend_from_slice(&buffer[..count]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let interim = received.starts_with(b"HTTP/1.1 100") || received.starts_with(b"HTTP/1.0 100");
+            if interim {
+                received.drain(..end + 4);
+            }
+            break interim;
+        }
+    };
+    stream.set_read_timeout(Some(read_timeout)).map_err(error)?;
+    Ok(send)
 }
 
 /// The server is not (yet) listening, or its listeners are all busy: worth another try.

@@ -17,7 +17,7 @@ use client::{Client, ClientError, HttpResponse};
 /// Exit codes, documented in README.md; scripts rely on them.
 pub mod exit {
     pub const OK: i32 = 0;
-    /// The server refused the request for a reason not listed below (400, 422, 5xx, ...).
+    /// The server refused the request for a reason not listed below (400, 413, 507, 5xx, ...).
     pub const REFUSED: i32 = 1;
     /// Wrong command line, or a local file could not be read.
     pub const USAGE: i32 = 2;
@@ -29,6 +29,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 5;
     /// The guest's state does not allow this, or the name is taken (409).
     pub const CONFLICT: i32 = 6;
+    /// `shutdown --wait`: the guest had not stopped when the time was up.
+    pub const TIMED_OUT: i32 = 7;
 }
 
 #[derive(Parser, Debug)]
@@ -80,9 +82,12 @@ pub enum Command {
     Resume {
         name: String,
     },
-    /// Ask the guest to power off.
+    /// Ask the guest to power off (its ACPI power button).
     Shutdown {
         name: String,
+        /// Wait up to this many seconds for the guest to stop (exit code 7 if it has not).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
     },
     /// Stop the guest at once.
     Destroy {
@@ -91,7 +96,8 @@ pub enum Command {
     Reset {
         name: String,
     },
-    /// Forget a stopped guest.
+    /// Forget a stopped guest, freeing all of its memory.
+    #[command(alias = "remove")]
     Delete {
         name: String,
     },
@@ -238,33 +244,35 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 .map_err(|_| Failure::usage(format!("{} is not UTF-8 text", config.display())))?;
             let body = serde_json::to_vec(&CreateGuest { config: text, tenant: tenant.clone() })
                 .map_err(|e| Failure::usage(e.to_string()))?;
+            // The images are read before anything is defined on the server.
+            let images: Vec<(&str, Vec<u8>)> = [("kernel", kernel), ("initrd", initrd)]
+                .into_iter()
+                .filter_map(|(image, path)| path.as_ref().map(|path| read_file(path).map(|bytes| (image, bytes))))
+                .collect::<Result<_, _>>()?;
             let created = expect_success(client.post_json("/v1/guests", &body)?)?;
-            let mut info: GuestInfo = decode(&created)?;
-            let mut last = created;
-            for (image, path) in [("kernel", kernel), ("initrd", initrd)] {
-                if let Some(path) = path {
-                    let bytes = read_file(path)?;
-                    let uploaded = client.request(
-                        "PUT",
-                        &guest_path(&info.name, &format!("/{image}")),
-                        Some(("application/octet-stream", &bytes)),
-                    )?;
-                    last = expect_success(uploaded)?;
+            let info: GuestInfo = decode(&created)?;
+            // A create that fails half-way removes what it defined: it leaves nothing behind.
+            let last = match upload_and_start(&client, &info.name, &images, *start, created) {
+                Ok(last) => last,
+                Err(mut failure) => {
+                    let removed = client.request("DELETE", &guest_path(&info.name, ""), None);
+                    failure.message += match removed {
+                        Ok(response) if response.status == 204 => " (the guest was removed again)",
+                        _ => " (removing the half-created guest failed too: see `netctl list`)",
+                    };
+                    return Err(failure);
                 }
-            }
-            if *start {
-                last = expect_success(client.request("POST", &guest_path(&info.name, "/start"), None)?)?;
-            }
+            };
             if cli.json {
                 return print_json(out, &last).map_err(write_error);
             }
-            info = decode(&last)?;
+            let info: GuestInfo = decode(&last)?;
             writeln!(out, "{}: {}", info.name, info.state).map_err(write_error)
         }
         Command::Start { name }
         | Command::Pause { name }
         | Command::Resume { name }
-        | Command::Shutdown { name }
+        | Command::Shutdown { name, wait: None }
         | Command::Destroy { name }
         | Command::Reset { name } => {
             let action = match &cli.command {
@@ -282,6 +290,33 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
             let info: GuestInfo = decode(&response)?;
             let note = if info.state == GuestState::ShuttingDown { " (asked to power off)" } else { "" };
             writeln!(out, "{}: {}{note}", info.name, info.state).map_err(write_error)
+        }
+        Command::Shutdown { name, wait: Some(seconds) } => {
+            expect_success(client.request("POST", &guest_path(name, "/shutdown"), None)?)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(*seconds);
+            let info = loop {
+                let response = expect_success(client.get(&guest_path(name, ""))?)?;
+                let info: GuestInfo = decode(&response)?;
+                if info.state == GuestState::Stopped {
+                    if cli.json {
+                        return print_json(out, &response).map_err(write_error);
+                    }
+                    break info;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Failure {
+                        code: exit::TIMED_OUT,
+                        message: format!(
+                            "guest '{name}' is still {} after {seconds} s: it may not listen to the power \
+                             button (`netctl destroy {name}` stops it at once)",
+                            info.state
+                        ),
+                    });
+                }
+                std::thread::sleep(SHUTDOWN_POLL);
+            };
+            let reason = info.stop_reason.unwrap_or_default();
+            writeln!(out, "{}: {} ({reason})", info.name, info.state).map_err(write_error)
         }
         Command::Delete { name } => {
             expect_success(client.request("DELETE", &guest_path(name, ""), None)?)?;
@@ -330,6 +365,31 @@ fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         }
     }
 }
+
+/// The rest of `create` once the guest is defined: its uploads, then its start. Returns the
+/// last answer (the guest's info).
+fn upload_and_start(
+    client: &Client,
+    name: &str,
+    images: &[(&str, Vec<u8>)],
+    start: bool,
+    created: HttpResponse,
+) -> Result<HttpResponse, Failure> {
+    let mut last = created;
+    for (image, bytes) in images {
+        let path = guest_path(name, &format!("/{image}"));
+        let uploaded = client.request("PUT", &path, Some(("application/octet-stream", bytes)))?;
+        last = expect_success(uploaded)
+            .map_err(|failure| Failure { message: format!("uploading the {image}: {}", failure.message), ..failure })?;
+    }
+    if start {
+        last = expect_success(client.request("POST", &guest_path(name, "/start"), None)?)?;
+    }
+    Ok(last)
+}
+
+/// How often `shutdown --wait` looks at the guest's state.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 /// How long one console read may wait on the server for new output.
 const FOLLOW_WAIT_MS: u64 = 20_000;

@@ -140,6 +140,33 @@ fn lifecycle_commands_report_the_new_state_and_conflicts() {
 }
 
 #[test]
+fn shutdown_wait_returns_once_the_guest_stops_or_says_it_timed_out() {
+    let host = serve();
+    let ignored = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "1"]);
+    assert_eq!(ignored.code, exit::TIMED_OUT, "{}", ignored.stderr);
+    assert!(
+        ignored.stderr.starts_with("netctl: guest 'acme-web' is still shutting_down after 1 s"),
+        "{}",
+        ignored.stderr
+    );
+    let backend = host.backend.clone();
+    let stopper = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        backend.lock().unwrap().stop("acme-web", "powered off: ACPI S5");
+    });
+    let obeyed = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "30"]);
+    stopper.join().unwrap();
+    assert_eq!(
+        (obeyed.code, obeyed.stdout.as_str()),
+        (exit::OK, "acme-web: stopped (powered off: ACPI S5)\n"),
+        "{}",
+        obeyed.stderr
+    );
+    let again = netctl(&host.address, ACME, &["shutdown", "acme-web", "--wait", "5"]);
+    assert_eq!(again.code, exit::CONFLICT, "a stopped guest: {}", again.stderr);
+}
+
+#[test]
 fn create_uploads_the_kernel_and_starts_the_guest() {
     let host = serve();
     let dir = std::env::temp_dir().join(format!("netctl-create-{}", std::process::id()));
@@ -159,7 +186,30 @@ fn create_uploads_the_kernel_and_starts_the_guest() {
     std::fs::write(&config, "name = \"bad\"\nmemory = lots\n").unwrap();
     let bad = netctl(&host.address, ACME, &["create", config.to_str().unwrap()]);
     assert_eq!(bad.code, exit::REFUSED);
-    assert!(bad.stderr.contains("422") && bad.stderr.contains("key 'memory'"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("400") && bad.stderr.contains("key 'memory'"), "{}", bad.stderr);
+
+    // Too large an image: 413 before the body is sent, and nothing is left defined.
+    std::fs::write(&config, "name = \"acme-huge\"\nmemory = 128\n").unwrap();
+    std::fs::write(&kernel, vec![0u8; matryoshka_control::fake::FAKE_MAX_IMAGE_BYTES + 1]).unwrap();
+    let huge = netctl(&host.address, ACME, &["create", config.to_str().unwrap(), "--kernel", kernel.to_str().unwrap()]);
+    assert_eq!(huge.code, exit::REFUSED, "{}", huge.stderr);
+    assert!(
+        huge.stderr.starts_with("netctl: uploading the kernel: 413 Content Too Large: images are at most")
+            && huge.stderr.contains("(the guest was removed again)"),
+        "{}",
+        huge.stderr
+    );
+    assert_eq!(host.backend.lock().unwrap().state("acme-huge"), None);
+
+    // Too little memory: 507 with the numbers, and nothing is left defined.
+    std::fs::write(&config, "name = \"acme-fat\"\nmemory = 4096\n").unwrap();
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let args = ["create", config.to_str().unwrap(), "--kernel", kernel.to_str().unwrap(), "--start"];
+    let fat = netctl(&host.address, ACME, &args);
+    assert_eq!(fat.code, exit::REFUSED, "{}", fat.stderr);
+    assert!(fat.stderr.starts_with("netctl: 507 Insufficient Storage: not enough free memory"), "{}", fat.stderr);
+    assert_eq!(host.backend.lock().unwrap().state("acme-fat"), None);
+    assert_eq!(netctl(&host.address, ACME, &["remove", "acme-new"]).code, exit::CONFLICT, "running: destroy first");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::boot;
-use matryoshka_tests::{Emulator, Exit, ImageBuilder};
+use common::{boot, boot_with};
+use matryoshka_tests::{Emulator, Exit, HostForward, ImageBuilder, MachineConfig, NicModel};
 
 #[test]
 fn the_l1_test_kernel_passes_every_platform_check() {
@@ -44,11 +44,14 @@ fn a_guest_starts_its_aps_with_init_and_sipi_and_they_exchange_ipis() {
 
 #[test]
 fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
-    let image = ImageBuilder::scenario("isolation")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .command_line("monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic");
+    let image = ImageBuilder::scenario("isolation").unwrap_or_else(|e| panic!("{e}")).command_line(
+        "monitor-fault=tampered:page-fault monitor-fault=stuck:hang monitor-fault=panicky:panic \
+             monitor-fault=escaper:map-foreign monitor-fault=overreacher:forbidden-control",
+    );
     let mut machine = boot(image, Emulator::bochs());
-    for name in ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky", "rebooter"] {
+    let names =
+        ["worker", "crasher", "wild", "hostile", "tampered", "stuck", "panicky", "rebooter", "escaper", "overreacher"];
+    for name in names {
         machine.expect(&format!("guest {name}: created"));
     }
     // Four guests share the CPU: their consoles interleave, so each is
@@ -64,7 +67,7 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
     has("further #GPs for MSR accesses are counted, not logged");
     // The summary, one line per guest, in configuration order.
     let summary: Vec<&str> = console.lines().filter(|line| line.starts_with("guest ")).collect();
-    assert_eq!(summary.len(), 8, "{summary:#?}");
+    assert_eq!(summary.len(), 10, "{summary:#?}");
     assert_eq!(summary[0], "guest worker: stopped (debug exit, status 1)");
     assert!(summary[1].starts_with("guest crasher: crashed (triple fault at RIP 0x"), "{}", summary[1]);
     assert!(
@@ -95,12 +98,43 @@ fn guests_that_crash_or_misbehave_end_alone_and_the_others_finish() {
         summary[7],
         "guest rebooter: failed (3 restarts within 60 s, the last after: reboot: keyboard controller reset)"
     );
+    // Monitors of nested guests that reach beyond their guest: refused.
+    assert_eq!(
+        summary[8],
+        "guest escaper: failed (monitor error: the shim refused the monitor's EPT02 block of 0x1000 bytes at L1 \
+         0x1000000 lies outside the guest's RAM)"
+    );
+    assert!(
+        summary[9].starts_with("guest overreacher: failed (monitor error: the shim refused the monitor's write of Pin")
+            && summary[9].contains("with bits 0x80 set, which vmcs02 never gets"),
+        "{}",
+        summary[9]
+    );
 }
 
+/// Linux boots to its /init and runs a command, then waits; `netctl shutdown`
+/// presses its ACPI power button and it powers off through ACPI S5.
 #[test]
-fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
-    let image = ImageBuilder::scenario("linux").unwrap_or_else(|e| panic!("{e}"));
-    let mut machine = boot(image, Emulator::bochs());
+fn linux_boots_as_an_l1_guest_runs_a_command_and_powers_off_on_the_power_button() {
+    const ADMIN: &str = "admin-secret-for-the-linux-test";
+    let scenario = matryoshka_tests::workspace::scenarios_dir().join("linux");
+    let text = std::fs::read_to_string(&scenario).expect("the linux scenario");
+    // A control plane to ask through, and a command that waits for the
+    // button (bounded: without the button it ends by itself, and the test
+    // sees "run end" instead of the press).
+    let shim_keys = format!("[shim]\nip = '10.0.2.15/24'\ntokens = ['role=admin,secret={ADMIN}']\n");
+    let command = "grep -c ^processor /proc/cpuinfo";
+    assert!(text.contains(command), "the linux scenario runs something else now");
+    let text = text.replacen("[shim]\n", &shim_keys, 1).replacen(
+        command,
+        &format!("{command}; echo waiting for the power button; sleep 120"),
+        1,
+    );
+    let builder = ImageBuilder::scenario("linux").unwrap_or_else(|e| panic!("{e}"));
+    let builder = builder.config("scenarios/linux", &text);
+    let forward = HostForward::from_free_port(7000).unwrap_or_else(|e| panic!("{e}")).with_nic(NicModel::E1000);
+    let config = MachineConfig { network: Some(forward), ..MachineConfig::new(Emulator::bochs()) };
+    let mut machine = boot_with(builder, config);
     machine.expect("guest linux: created");
     machine.expect("[linux] [    0.000000] Linux version 6.1");
     // Interrupts go through the emulated IOAPIC and local APIC.
@@ -110,11 +144,42 @@ fn linux_boots_as_an_l1_guest_to_its_init_and_runs_a_command() {
     machine.expect("guest linux: vCPU 1: started by a SIPI at");
     machine.expect("smpboot: Total of 2 processors activated");
     machine.expect("[linux] matryoshka-guest: init started");
+    machine.expect("[linux] matryoshka-guest: listening to the power button");
     machine.expect("[linux] matryoshka-guest: run begin");
     machine.expect("[linux] Linux (none) 6.1");
     machine.expect("[linux] 2"); // processors in /proc/cpuinfo
-    machine.expect("[linux] matryoshka-guest: run end (status 0)");
+    machine.expect("[linux] waiting for the power button");
+
+    let token = machine.dir.path().join("admin-token");
+    std::fs::write(&token, ADMIN).expect("writing the token file");
+    let address = forward.address();
+    let netctl_words = |words: &[&str]| {
+        let common = ["netctl", "--host", &address, "--token-file", token.to_str().unwrap(), "--retries", "20"];
+        let args: Vec<String> = common.iter().chain(words).map(|word| word.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = netctl::run(args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    };
+    // Reported, not asserted: the console's throughput, reading Linux's
+    // whole boot log at once (the first request also opens the connection).
+    let started = std::time::Instant::now();
+    let (code, console, err) = netctl_words(&["console", "linux"]);
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(code, netctl::exit::OK, "{err}");
+    assert!(console.contains("Linux version 6.1") && console.len() > 8 * 1024, "{console}");
+    println!(
+        "Bochs: netctl console read {} KiB of Linux's console in {:.0} ms: {:.0} KiB/s",
+        console.len() / 1024,
+        seconds * 1e3,
+        console.len() as f64 / 1024.0 / seconds
+    );
+    let (code, out, err) = netctl_words(&["shutdown", "linux"]);
+    assert_eq!((code, out.as_ref()), (netctl::exit::OK, "linux: shutting_down (asked to power off)\n"), "{err}");
+
+    machine.expect("guest linux: power button pressed: the guest is told (SCI)");
+    machine.expect("[linux] matryoshka-guest: power button pressed: powering off");
     // With ACPI tables Linux powers off through the PM1 control register (S5).
     machine.expect("guest linux: stopped (powered off: ACPI S5)");
+    assert!(!machine.machine.console().contains("matryoshka-guest: run end"), "the command ended first");
     machine.expect_exit(Exit::Success);
 }

@@ -325,6 +325,20 @@ pub trait VmcsWritable: VmcsField {}
 /// The number of fields appendix B defines.
 pub const FIELD_COUNT: usize = GROUPS_IN_APPENDIX_ORDER_LEN;
 
+/// The guest-state fields of each segment register (selector, base,
+/// limit, access rights), in the order ES, CS, SS, DS, FS, GS, LDTR, TR
+/// (the x86 segment-register numbering, then LDTR and TR).
+pub const SEGMENT_FIELDS: [(Guest16, GuestNatural, Guest32, Guest32); 8] = [
+    (Guest16::EsSelector, GuestNatural::EsBase, Guest32::EsLimit, Guest32::EsAccessRights),
+    (Guest16::CsSelector, GuestNatural::CsBase, Guest32::CsLimit, Guest32::CsAccessRights),
+    (Guest16::SsSelector, GuestNatural::SsBase, Guest32::SsLimit, Guest32::SsAccessRights),
+    (Guest16::DsSelector, GuestNatural::DsBase, Guest32::DsLimit, Guest32::DsAccessRights),
+    (Guest16::FsSelector, GuestNatural::FsBase, Guest32::FsLimit, Guest32::FsAccessRights),
+    (Guest16::GsSelector, GuestNatural::GsBase, Guest32::GsLimit, Guest32::GsAccessRights),
+    (Guest16::LdtrSelector, GuestNatural::LdtrBase, Guest32::LdtrLimit, Guest32::LdtrAccessRights),
+    (Guest16::TrSelector, GuestNatural::TrBase, Guest32::TrLimit, Guest32::TrAccessRights),
+];
+
 const GROUPS_IN_APPENDIX_ORDER: [&[FieldInfo]; 15] = [
     Control16::FIELDS,
     Guest16::FIELDS,

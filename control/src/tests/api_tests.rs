@@ -131,6 +131,24 @@ fn a_tenant_creates_uploads_starts_and_removes_a_guest_it_alone_sees() {
 }
 
 #[test]
+fn too_large_images_and_short_memory_are_refused_and_the_guest_stays_defined() {
+    let (mut router, mut backend) = (router(), backend());
+    let config = br#"{"config": "name = \"acme-big\"\nmemory = 1024\n"}"#;
+    assert_eq!(call(&mut router, &mut backend, "POST", "/v1/guests", Some(ACME), config).status, 201);
+    let huge = alloc::vec![0u8; crate::fake::FAKE_MAX_IMAGE_BYTES + 1];
+    let refused = call(&mut router, &mut backend, "PUT", "/v1/guests/acme-big/kernel", Some(ACME), &huge);
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert_eq!(backend.kernel_bytes("acme-big"), None, "nothing kept of a refused upload");
+    let kernel = [1u8, 2, 3];
+    assert_eq!(call(&mut router, &mut backend, "PUT", "/v1/guests/acme-big/kernel", Some(ACME), &kernel).status, 200);
+    let start = call(&mut router, &mut backend, "POST", "/v1/guests/acme-big/start", Some(ACME), b"");
+    assert_eq!(start.status, 507, "{}", start.text());
+    assert!(start.text().contains("1024 MiB wanted"), "{}", start.text());
+    assert_eq!(backend.state("acme-big"), Some(GuestState::Created), "a failed start loses nothing");
+    assert_eq!(backend.kernel_bytes("acme-big"), Some(&kernel[..]));
+}
+
+#[test]
 fn bad_creations_are_refused_with_reasons() {
     let (mut router, mut backend) = (router(), backend());
     let mut create =
@@ -138,7 +156,7 @@ fn bad_creations_are_refused_with_reasons() {
     let other_tenant = create(ACME, br#"{"config": "name = \"x\"\nmemory = 1\n", "tenant": "globex"}"#);
     assert_eq!(other_tenant.status, 403);
     let invalid = create(ACME, br#"{"config": "name = \"x\"\nmemory = zero\n"}"#);
-    assert_eq!(invalid.status, 422);
+    assert_eq!(invalid.status, 400);
     assert!(invalid.text().contains("key 'memory'"), "{}", invalid.text());
     assert_eq!(create(ACME, b"{not json").status, 400);
     assert_eq!(create(ACME, br#"{"config": "name = \"x\"\nmemory = 1\n", "extra": 1}"#).status, 400);

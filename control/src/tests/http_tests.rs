@@ -53,6 +53,29 @@ fn a_head_without_its_end_is_refused_once_it_reaches_the_limit() {
 }
 
 #[test]
+fn an_upload_the_memory_cannot_hold_gets_507_not_a_crash() {
+    let limits = Limits { max_upload_bytes: usize::MAX, ..Limits::default() };
+    let mut reader = RequestReader::new(limits);
+    reader.push(b"PUT /v1/guests/a/kernel HTTP/1.1\r\nContent-Length: 900000000000000000\r\n\r\n");
+    match reader.poll() {
+        Err(error) => assert_eq!(error.status.0, 507),
+        Ok(_) => panic!("an exabyte body was accepted"),
+    }
+}
+
+#[test]
+fn an_upload_body_arrives_whole_and_a_pipelined_request_after_it_is_kept() {
+    let mut reader = RequestReader::new(Limits::default());
+    reader.push(b"PUT /v1/guests/a/kernel HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    let Ok(Progress::Complete(request)) = reader.poll() else { panic!("incomplete") };
+    assert_eq!(request.body, b"hello");
+    reader.push(b"GET /v1/host HTTP/1.1\r\n\r\n");
+    let Ok(Progress::Complete(next)) = reader.poll() else { panic!("incomplete") };
+    assert_eq!((next.path.as_str(), next.body.len()), ("/v1/host", 0));
+    assert!(reader.is_idle());
+}
+
+#[test]
 fn keep_alive_pipelined_requests_are_answered_in_order_and_http10_closes() {
     let (mut router, mut backend) = (router(), backend());
     let one = format!("GET /v1/host HTTP/1.1\r\nAuthorization: Bearer {ACME}\r\n\r\n");

@@ -27,10 +27,11 @@ pub enum Check {
     EptViolation,
     PreemptionTimer,
     Invept,
+    CpuidLoop,
 }
 
 impl Check {
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::InstructionErrors,
         Check::EntryFailures,
         Check::Launch,
@@ -43,6 +44,7 @@ impl Check {
         Check::EptViolation,
         Check::PreemptionTimer,
         Check::Invept,
+        Check::CpuidLoop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +61,7 @@ impl Check {
             Check::EptViolation => "ept-violation",
             Check::PreemptionTimer => "preemption-timer",
             Check::Invept => "invept",
+            Check::CpuidLoop => "cpuid-loop",
         }
     }
 

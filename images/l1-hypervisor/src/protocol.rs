@@ -32,6 +32,8 @@ pub const CR2_INDEX: u64 = 16;
 pub const CPUID_LEAF: u32 = 0x4c31_4856;
 pub const CPUID_SUBLEAF: u32 = 7;
 pub const CPUID_ANSWER: [u32; 4] = [0x7668_314c, 0x7473_6574, 0x6573_6163, 0x0000_324c];
+/// CPUIDs the `cpuid-loop` check runs in L2, each answered by L1.
+pub const CPUID_LOOP_COUNT: u32 = 500;
 
 /// The I/O the `io` check performs, and L1's answers to the reads.
 pub const OUT_BYTE_PORT: u16 = 0x80; // OUT imm8, AL

@@ -12,10 +12,10 @@ use crate::arch::cpu::rdtsc;
 use crate::arch::local_apic;
 use crate::kernel::configuration::{self, Configuration};
 use crate::kernel::control_plane::{ControlPlane, NoGuests};
-use crate::kernel::guest_api::GuestTable;
+use crate::kernel::guest_images::Uploads;
 use crate::kernel::guests::{self, Guest};
 use crate::kernel::shutdown::{power_off, set_exit_method, Outcome};
-use crate::kernel::{console, heap, memory, percpu, tsc, vmx_root, vmx_smoke};
+use crate::kernel::{console, heap, memory, msr_bitmap, percpu, tsc, vmx_root, vmx_smoke};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MULTIBOOT2_BOOTLOADER_MAGIC: u64 = 0x36d7_6289;
@@ -69,8 +69,13 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
         console::set_level(level_filter(parsed.config.shim.log_level));
     }
     let vmx = vmx_root::enable();
-    if let Err(error) = &vmx {
-        error!("{error}");
+    match &vmx {
+        Err(error) => error!("{error}"),
+        // The MSR bitmap all vCPUs share, built now: it lives as long as the
+        // shim, so a guest's creation and removal leave free memory as it was.
+        Ok(_) => {
+            msr_bitmap::address();
+        }
     }
     if vmx.is_ok() && options.self_test == Some(SelfTest::VmxSmoke) {
         match vmx_smoke::run() {
@@ -87,7 +92,8 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
     let mut control = ControlPlane::start(&settings);
 
     let clean = vmx.is_ok() && configuration.is_clean();
-    let mut summaries = Vec::new();
+    let mut not_started = Vec::new();
+    let mut rejected = Vec::new();
     // Kept after they end: the control API still reports them.
     let mut guests = Vec::new();
     if let Configuration::Loaded { file, parsed } = &configuration {
@@ -95,7 +101,7 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
             let created = match &vmx {
                 Ok(capabilities) => {
                     let hook = options.monitor_fault(&config.name);
-                    Guest::create(config, &boot, capabilities, index as u16 + 1, hook)
+                    Guest::create(config, &boot, &Uploads::default(), capabilities, index as u16 + 1, hook)
                 }
                 Err(error) => Err(format!("no VMX: {error}")),
             };
@@ -103,34 +109,44 @@ pub fn start(boot_magic: u64, boot_info_phys: u64) -> ! {
                 Ok(guest) => guests.push(guest),
                 Err(error) => {
                     error!("guest {}: cannot be created: {error}", config.name);
-                    summaries.push(format!("guest {}: not-started ({error})", config.name));
+                    not_started.push(format!("guest {}: not-started ({error})", config.name));
                 }
             }
         }
-        if let Ok(capabilities) = &vmx {
-            summaries.extend(guests::run_all(&mut guests, &boot, capabilities, control.as_mut()));
-        }
         for guest in &parsed.rejected_guests {
             let name = guest.name.as_deref().unwrap_or("(unnamed)");
-            summaries.push(format!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line));
+            rejected.push(format!("guest {name}: rejected (configuration errors in {file} from line {})", guest.line));
         }
     }
-    for line in summaries {
-        crate::println!("{line}");
-    }
-    if options.idle == IdleAction::Serve {
-        match &mut control {
-            Some(control) => match &vmx {
-                // The guests have ended; the API still shows them, their
-                // consoles and why they stopped.
-                Ok(capabilities) => control.serve_forever(&mut GuestTable::new(&mut guests, capabilities, false)),
-                Err(error) => {
-                    let reason = format!("no VMX: {error}");
-                    control.serve_forever(&mut NoGuests { reason, vmx: None });
-                }
-            },
-            None => warn!("idle=serve: there is no control plane to serve (see above)"),
+    let serve = options.idle == IdleAction::Serve;
+    let print = |lines: &[alloc::string::String]| {
+        for line in not_started.iter().chain(lines).chain(&rejected) {
+            crate::println!("{line}");
         }
+    };
+    match &vmx {
+        Ok(capabilities) => {
+            let mut ended = guests::run_all(&mut guests, &boot, capabilities, control.as_mut());
+            loop {
+                print(&ended);
+                let Some(control) = control.as_mut().filter(|_| serve) else { break };
+                // Every guest has ended; the API still shows them, their
+                // consoles and why they stopped, and may start them (or new
+                // ones) again.
+                control.serve_until_a_guest_runs(&mut guests, &boot, capabilities);
+                ended = guests::run_all(&mut guests, &boot, capabilities, Some(control));
+            }
+        }
+        Err(error) => {
+            print(&[]);
+            if let Some(control) = control.as_mut().filter(|_| serve) {
+                let reason = format!("no VMX: {error}");
+                control.serve_forever(&mut NoGuests { reason, vmx: None });
+            }
+        }
+    }
+    if serve && control.is_none() {
+        warn!("idle=serve: there is no control plane to serve (see above)");
     }
     power_off(if clean { Outcome::Success } else { Outcome::Failure })
 }

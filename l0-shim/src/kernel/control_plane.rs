@@ -9,6 +9,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use l0_shim::boot_info::BootInfo;
 use l0_shim::net::control_setup::control_setup;
 use l0_shim::net::{MacDisplay, Nic, NicCounters};
 use log::{info, warn};
@@ -24,11 +25,15 @@ use vmx::controls::{PinBasedControls, SecondaryControls};
 
 use crate::arch::cpu::{cpuid, rdrand, rdtsc};
 use crate::kernel::boot::VERSION;
+use crate::kernel::guest_api::{ApiGuests, GuestTable};
+use crate::kernel::guests::Guest;
 use crate::kernel::nic::{self, ShimNic};
 use crate::kernel::{memory, tsc};
 
 pub struct ControlPlane {
     server: ControlServer,
+    /// The guests defined over the API and not started yet.
+    api_guests: ApiGuests,
     nic: ShimNic,
     port: u16,
     /// What was last logged, so that changes are reported once.
@@ -81,6 +86,7 @@ impl ControlPlane {
         let link_up = nic.link_up();
         let mut plane = ControlPlane {
             server,
+            api_guests: ApiGuests::default(),
             nic,
             port: setup.server.port,
             link_up,
@@ -97,6 +103,36 @@ impl ControlPlane {
         let status = self.server.poll(tsc::now_ms(), &mut self.nic, backend);
         self.report_changes();
         status
+    }
+
+    /// [`Self::poll`] with the guest table as the back end.
+    pub fn poll_guests(
+        &mut self,
+        guests: &mut Vec<Guest>,
+        boot: &BootInfo,
+        vmx: &'static VmxCapabilities,
+    ) -> PollStatus {
+        let mut table = GuestTable::new(guests, &mut self.api_guests, boot, vmx);
+        let status = self.server.poll(tsc::now_ms(), &mut self.nic, &mut table);
+        self.report_changes();
+        status
+    }
+
+    /// Serves requests while no guest runs, until one is started (over the
+    /// API) or the machine is switched off.
+    pub fn serve_until_a_guest_runs(
+        &mut self,
+        guests: &mut Vec<Guest>,
+        boot: &BootInfo,
+        vmx: &'static VmxCapabilities,
+    ) {
+        info!("serving until a guest is started or the machine is switched off");
+        while !guests.iter().any(Guest::is_live) {
+            let status = self.poll_guests(guests, boot, vmx);
+            if !status.more_work {
+                tsc::wait_us(IDLE_POLL_US);
+            }
+        }
     }
 
     /// Serves requests until the machine is switched off. While idle it still polls every
@@ -222,7 +258,7 @@ impl GuestBackend for NoGuests {
         Err(BackendError::Unsupported(format!("this shim runs no guests: {}", self.reason)))
     }
 
-    fn upload(&mut self, _name: &str, _image: Image, _bytes: Vec<u8>) -> Result<GuestInfo, BackendError> {
+    fn upload(&mut self, _name: &str, _image: Image, _bytes: &[u8]) -> Result<GuestInfo, BackendError> {
         Err(BackendError::NoSuchGuest)
     }
 

@@ -39,14 +39,19 @@ impl core::fmt::Display for GuestRamError {
     }
 }
 
-/// Counts the frames the EPT builder takes, so they can be freed.
-struct TrackingFrames<'a> {
-    frames: &'a mut l0_shim::memory::FrameAllocator,
-    taken: &'a mut alloc::vec::Vec<PhysAddr>,
+/// Counts the frames an EPT builder takes, so they can be freed, and
+/// refuses more than `limit` of them.
+pub struct TrackingFrames<'a> {
+    pub frames: &'a mut l0_shim::memory::FrameAllocator,
+    pub taken: &'a mut alloc::vec::Vec<PhysAddr>,
+    pub limit: usize,
 }
 
 impl l0_shim::memory::FrameSource for TrackingFrames<'_> {
     fn alloc_frame(&mut self) -> Option<PhysAddr> {
+        if self.taken.len() >= self.limit {
+            return None;
+        }
         let frame = self.frames.alloc_frame()?;
         self.taken.push(frame);
         Some(frame)
@@ -66,7 +71,7 @@ impl GuestRam {
             .ok_or(GuestRamError::OutOfMemory { bytes })?;
         let mut ept_frames = alloc::vec::Vec::new();
         let built = memory::with_frames(|frames| {
-            let mut source = TrackingFrames { frames, taken: &mut ept_frames };
+            let mut source = TrackingFrames { frames, taken: &mut ept_frames, limit: usize::MAX };
             let mut direct_map = DirectMap;
             let mut ept = PageTableBuilder::<EptPaging, _, _>::new(&mut direct_map, &mut source)?;
             let ram = EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE;

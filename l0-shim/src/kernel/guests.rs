@@ -25,7 +25,7 @@ use vmx::vmcs::{Control64, GuestNatural};
 use crate::arch::cpu::rdtsc;
 use crate::arch::vmx_instructions::GuestRegisters;
 use crate::kernel::control_plane::ControlPlane;
-use crate::kernel::guest_api::GuestTable;
+use crate::kernel::guest_images::Uploads;
 use crate::kernel::guest_ram::GuestRam;
 use crate::kernel::monitor::{MachineFacts, Monitor};
 use crate::kernel::monitor_channel::{self, Next, Output};
@@ -102,20 +102,27 @@ pub struct Guest {
     console_line: Vec<u8>,
     /// What the guest wrote to its console, for the control API.
     pub console: ConsoleBuffer,
-    /// VM exits by basic exit reason.
+    /// VM exits by basic exit reason, of L1 and of L2.
     exit_counts: Vec<u64>,
+    l2_exit_counts: Vec<u64>,
     created_at_tsc: u64,
     /// The last answer kicked another vCPU: the running one yields.
     kicked_another: bool,
     pub exits: u64,
+    /// Its kernel and ramdisk, when they were uploaded (kept for restarts).
+    uploads: Uploads,
+    /// The host pressed its power button and it has not ended since.
+    pub shutdown_requested: bool,
 }
 
 impl Guest {
     /// Creates a guest: its RAM, vCPU and monitor, which loads the kernel
-    /// and sets the vCPU's start state. The error says what was wrong.
+    /// (uploaded, or the boot module its configuration names) and sets the
+    /// vCPU's start state. The error says what was wrong.
     pub fn create(
         config: &GuestConfig,
         boot: &BootInfo,
+        uploads: &Uploads,
         capabilities: &VmxCapabilities,
         vpid: u16,
         test_hook: TestHook,
@@ -135,7 +142,9 @@ impl Guest {
         // shared tag lets TLB entries of one serve the others.
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus.max(1) {
-            let vcpu = Vcpu::new(capabilities, ram.eptp(), vpid, &start).map_err(|error| error.to_string())?;
+            let mut vcpu = Vcpu::new(capabilities, ram.eptp(), ram.host_range(), vpid, &start)
+                .map_err(|error| error.to_string())?;
+            vcpu.nested_allowed = config.nested_hvm;
             // The APs wait for INIT and SIPI, which their monitor sends.
             let state = if index == 0 { VcpuState::Runnable } else { VcpuState::Halted { wake_at_tsc: None } };
             vcpus.push(GuestVcpu { vcpu, state, kicked: false });
@@ -146,7 +155,7 @@ impl Guest {
             flags: native_flags(capabilities),
             wall_clock_unix_secs: GUEST_WALL_CLOCK,
         };
-        let monitor = Monitor::create(config, &ram, boot, &facts, test_hook)?;
+        let monitor = Monitor::create(config, &ram, boot, uploads, &facts, test_hook)?;
         let mut guest = Self {
             name: config.name.clone(),
             config: config.clone(),
@@ -161,9 +170,12 @@ impl Guest {
             console_line: Vec::new(),
             console: ConsoleBuffer::new(CONSOLE_BYTES_KEPT),
             exit_counts: alloc::vec![0; EXIT_REASONS],
+            l2_exit_counts: alloc::vec![0; EXIT_REASONS],
             created_at_tsc: rdtsc(),
             kicked_another: false,
             exits: 0,
+            uploads: uploads.clone(),
+            shutdown_requested: false,
         };
         let now_ns = guest.guest_now_ns();
         let response = guest
@@ -188,6 +200,7 @@ impl Guest {
     }
 
     fn end(&mut self, state: &'static str, reason: String) {
+        self.shutdown_requested = false;
         self.flush_console();
         warn_or_info(state, &self.name, &reason);
         self.state = GuestState::Ended { state, reason };
@@ -229,8 +242,9 @@ impl Guest {
             return;
         }
         self.exits += 1;
-        let exit = monitor_channel::snapshot_exit(index as u32, &vcpu.registers);
-        if let Some(count) = self.exit_counts.get_mut(usize::from(exit.exit_reason as u16)) {
+        let exit = monitor_channel::snapshot_exit(index as u32, vcpu);
+        let counts = if vcpu.in_l2() { &mut self.l2_exit_counts } else { &mut self.exit_counts };
+        if let Some(count) = counts.get_mut(usize::from(exit.exit_reason as u16)) {
             *count += 1;
         }
         let event = Event::Exit(exit);
@@ -269,7 +283,7 @@ impl Guest {
     /// current.
     fn apply(&mut self, index: usize, response: monitor_abi::Response) {
         let mut output = Output::default();
-        let next = monitor_channel::apply(response, &mut self.vcpus[index].vcpu.registers, &mut output);
+        let next = monitor_channel::apply(response, &mut self.vcpus[index].vcpu, &mut output);
         if let Some(xcr0) = output.xcr0 {
             self.vcpus[index].vcpu.xstate.xcr0 = xcr0;
         }
@@ -378,18 +392,51 @@ impl Guest {
         self.monitor.memory_bytes()
     }
 
-    /// (basic exit reason, count) for every reason seen.
-    pub fn exit_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+    /// (basic exit reason, exits of L1, exits of L2) for every reason
+    /// seen.
+    pub fn exit_counts(&self) -> impl Iterator<Item = (u16, u64, u64)> + '_ {
         self.exit_counts
             .iter()
+            .zip(&self.l2_exit_counts)
             .enumerate()
-            .filter(|(_, count)| **count > 0)
-            .map(|(reason, count)| (reason as u16, *count))
+            .filter(|(_, (l1, l2))| **l1 + **l2 > 0)
+            .map(|(reason, (l1, l2))| (reason as u16, *l1, *l2))
+    }
+
+    /// Shadow-EPT table pages of all vCPUs.
+    pub fn ept02_pages(&self) -> u64 {
+        self.vcpus.iter().map(|slot| slot.vcpu.ept02_pages() as u64).sum()
     }
 
     /// Ends the guest from outside (the control API's destroy).
     pub fn destroy(&mut self, why: &str) {
         self.end("stopped", why.into());
+    }
+
+    /// Presses the guest's ACPI power button (the control API's shutdown):
+    /// its monitor raises the SCI, and a guest that listens powers off on
+    /// its own. vCPU 0 takes the event: the SCI is routed to the BSP.
+    pub fn press_power_button(&mut self) {
+        if let Err(error) = self.vcpus[0].vcpu.make_current() {
+            self.end("failed", format!("vCPU 0: {error}"));
+            return;
+        }
+        self.shutdown_requested = true;
+        let event = Event::PowerButton { vcpu: 0, now_ns: self.guest_now_ns() };
+        self.ask_monitor(0, &event);
+    }
+
+    /// Not ended: it runs, is paused, or restarts.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, GuestState::Ended { .. })
+    }
+
+    pub fn vpid(&self) -> u16 {
+        self.vpid
+    }
+
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
     }
 }
 
@@ -447,15 +494,16 @@ fn ticks_from_ns(ns: u64) -> u64 {
 /// place. The control plane, if any, is polled after every round and while
 /// the CPU waits: its requests pause, resume, reset or destroy guests.
 pub fn run_all(
-    guests: &mut [Guest],
+    guests: &mut Vec<Guest>,
     boot: &BootInfo,
     capabilities: &'static VmxCapabilities,
     mut control: Option<&mut ControlPlane>,
 ) -> Vec<String> {
-    // Guests whose restart failed: their place holds the reason instead.
-    let mut gone: Vec<Option<String>> = guests.iter().map(|_| None).collect();
-    // The vCPU (guest, index) whose directly-accessed MSRs the CPU holds.
-    let mut msr_owner: Option<(usize, usize)> = None;
+    // Guests whose restart failed, by VPID, with the reason (the control
+    // API may add and remove guests, so places in `guests` change).
+    let mut gone: Vec<(u16, String)> = Vec::new();
+    // The vCPU (guest's VPID, index) whose directly-accessed MSRs the CPU holds.
+    let mut msr_owner: Option<(u16, usize)> = None;
     loop {
         let mut live = false;
         let mut busy = false;
@@ -466,13 +514,13 @@ pub fn run_all(
                 // Nothing runs, but the control API may resume it.
                 GuestState::Paused => live = true,
                 GuestState::Restarting { reason, requested } => {
-                    if msr_owner.is_some_and(|(owner, _)| owner == index) {
+                    if msr_owner.is_some_and(|(owner, _)| owner == guests[index].vpid) {
                         // Its MSRs die with it; nobody else's are lost.
                         msr_owner = None;
                     }
                     match restart(&mut guests[index], reason, requested, boot, capabilities) {
                         Ok(()) => live = true,
-                        Err(summary) => gone[index] = Some(summary),
+                        Err(summary) => gone.push((guests[index].vpid, summary)),
                     }
                 }
                 GuestState::Running => {
@@ -510,7 +558,10 @@ pub fn run_all(
             }
         }
         if let Some(control) = control.as_deref_mut() {
-            control.poll(&mut GuestTable::new(guests, capabilities, true));
+            control.poll_guests(guests, boot, capabilities);
+            forget_removed(guests, &mut msr_owner);
+            // A guest started over the API keeps the loop going.
+            live |= guests.iter().any(Guest::is_live);
         }
         if !live {
             break;
@@ -526,7 +577,8 @@ pub fn run_all(
             }
             // Requests may change what can run: wait briefly, then look again.
             (Some(control), wake) => {
-                let status = control.poll(&mut GuestTable::new(guests, capabilities, true));
+                let status = control.poll_guests(guests, boot, capabilities);
+                forget_removed(guests, &mut msr_owner);
                 if !status.more_work && wake.is_none_or(|wake| rdtsc() < wake) {
                     tsc::wait_us(IDLE_POLL_US);
                 }
@@ -536,10 +588,17 @@ pub fn run_all(
     }
     guests
         .iter()
-        .zip(gone)
-        .map(|(guest, gone)| {
-            info!("guest {}: {} exits, {} MiB of RAM freed", guest.name, guest.exits, guest.ram_mib());
+        .map(|guest| {
+            let l2_exits: u64 = guest.l2_exit_counts.iter().sum();
+            info!(
+                "guest {}: {} exits ({} of L2), {} MiB of RAM freed",
+                guest.name,
+                guest.exits,
+                l2_exits,
+                guest.ram_mib()
+            );
             info!("guest {}: monitor switches: {}", guest.name, guest.monitor.switches);
+            let gone = gone.iter().find(|(vpid, _)| *vpid == guest.vpid).map(|(_, line)| line.clone());
             gone.unwrap_or_else(|| summary(guest))
         })
         .collect()
@@ -575,7 +634,7 @@ fn restart(
     // memory for as long as it exists), so a restart needs the guest's
     // memory twice for a moment.
     let (config, vpid, test_hook) = (guest.config.clone(), guest.vpid, guest.test_hook);
-    match Guest::create(&config, boot, capabilities, vpid, test_hook) {
+    match Guest::create(&config, boot, &guest.uploads.clone(), capabilities, vpid, test_hook) {
         Ok(mut fresh) => {
             if !requested {
                 restarts.push(rdtsc());
@@ -585,6 +644,9 @@ fn restart(
             // The console goes on: a reader's offsets stay valid.
             fresh.console = core::mem::replace(&mut guest.console, ConsoleBuffer::new(1));
             for (total, old) in fresh.exit_counts.iter_mut().zip(&guest.exit_counts) {
+                *total += old;
+            }
+            for (total, old) in fresh.l2_exit_counts.iter_mut().zip(&guest.l2_exit_counts) {
                 *total += old;
             }
             info!("guest {}: restarted ({reason})", fresh.name);
@@ -602,15 +664,26 @@ fn restart(
 
 /// Gives the CPU's directly-accessed MSRs to vCPU `to` (guest, index),
 /// keeping the values of the vCPU that had them.
-fn switch_msrs(guests: &mut [Guest], owner: &mut Option<(usize, usize)>, to: (usize, usize)) {
-    if *owner == Some(to) {
+fn switch_msrs(guests: &mut [Guest], owner: &mut Option<(u16, usize)>, to: (usize, usize)) {
+    let to_key = (guests[to.0].vpid, to.1);
+    if *owner == Some(to_key) {
         return;
     }
-    if let Some((guest, vcpu)) = *owner {
-        guests[guest].vcpus[vcpu].vcpu.save_switched_msrs();
+    if let Some((vpid, vcpu)) = *owner {
+        if let Some(guest) = guests.iter_mut().find(|guest| guest.vpid == vpid) {
+            guest.vcpus[vcpu].vcpu.save_switched_msrs();
+        }
     }
     guests[to.0].vcpus[to.1].vcpu.load_switched_msrs();
-    *owner = Some(to);
+    *owner = Some(to_key);
+}
+
+/// The control API removed the guest whose MSRs the CPU holds: they go
+/// with it (a later guest with its VPID must not inherit them).
+fn forget_removed(guests: &[Guest], owner: &mut Option<(u16, usize)>) {
+    if owner.is_some_and(|(vpid, _)| !guests.iter().any(|guest| guest.vpid == vpid)) {
+        *owner = None;
+    }
 }
 
 /// The summary line of a guest.

@@ -34,6 +34,7 @@ use crate::arch::cpu::{rdtsc, read_cr2, write_cr3};
 use crate::arch::descriptors::MONITOR_RETURN_VECTOR;
 use crate::arch::local_apic;
 use crate::arch::ring3::{self, MonitorContext};
+use crate::kernel::guest_images::Uploads;
 use crate::kernel::guest_ram::GuestRam;
 use crate::kernel::memory::{self, DirectMap};
 use crate::kernel::percpu;
@@ -71,6 +72,28 @@ pub struct MachineFacts {
     /// `monitor_abi::boot_info::flags`.
     pub flags: u32,
     pub wall_clock_unix_secs: u64,
+}
+
+/// The host's VMX capability MSRs, for a monitor that emulates VMX:
+/// exactly those the capability reader reads (reading one the CPU lacks
+/// would fault).
+fn host_vmx_msrs() -> Vec<(u32, u64)> {
+    if crate::kernel::vmx_root::capabilities().is_none() {
+        return Vec::new();
+    }
+    let mut msrs = Vec::new();
+    vmx::capabilities::VmxCapabilities::read(|msr| {
+        let value = crate::arch::cpu::read_msr(msr);
+        msrs.push((msr, value));
+        value
+    });
+    msrs
+}
+
+/// MAXPHYADDR (CPUID 0x80000008:EAX[7:0]).
+fn physical_address_width() -> u8 {
+    let width = crate::arch::cpu::cpuid(0x8000_0008, 0).eax as u8;
+    width.clamp(32, 52)
 }
 
 /// An exception a monitor took in ring 3.
@@ -184,19 +207,29 @@ impl fmt::Display for SwitchCost {
 }
 
 impl Monitor {
-    /// Builds a monitor for a guest whose RAM exists already.
+    /// Builds a monitor for a guest whose RAM exists already. Its kernel
+    /// and ramdisk are the uploaded ones, else the boot modules its
+    /// configuration names.
     pub fn create(
         config: &GuestConfig,
         ram: &GuestRam,
         boot: &BootInfo,
+        uploads: &Uploads,
         facts: &MachineFacts,
         test_hook: TestHook,
     ) -> Result<Self, String> {
         let image = image(boot)?;
-        let mut modules: Vec<(String, PhysRange, &'static [u8])> = Vec::new();
-        for name in core::iter::once(&config.kernel).chain(config.ramdisk.iter()) {
-            let module = boot.module(name).ok_or_else(|| format!("no boot module named '{name}'"))?;
-            modules.push((name.clone(), module.range, memory::module_bytes(module)));
+        let mut modules: Vec<(String, PhysRange, &[u8])> = Vec::new();
+        let wanted = [(Some(&config.kernel), &uploads.kernel), (config.ramdisk.as_ref(), &uploads.initrd)];
+        for (name, upload) in wanted {
+            match (name, upload) {
+                (Some(name), Some(upload)) => modules.push((name.clone(), upload.range(), upload.bytes())),
+                (Some(name), None) => {
+                    let module = boot.module(name).ok_or_else(|| format!("no boot module named '{name}'"))?;
+                    modules.push((name.clone(), module.range, memory::module_bytes(module)));
+                }
+                (None, _) => {}
+            }
         }
         let addresses = monitor_space::module_addresses(modules.iter().map(|(_, range, _)| range.len()));
         let info = abi_boot::BootInfo {
@@ -212,6 +245,9 @@ impl Monitor {
                 .zip(&addresses)
                 .map(|((name, range, _), &address)| ModuleInfo { name: name.clone(), address, length: range.len() })
                 .collect(),
+            // Only a guest offered VMX learns about the host's.
+            vmx_msrs: if config.nested_hvm { host_vmx_msrs() } else { Vec::new() },
+            physical_address_width: physical_address_width(),
         };
         let boot_info = info.encode().map_err(|error| format!("the monitor's boot information: {error}"))?;
         let module_pages: Vec<(PhysRange, &[u8])> = modules.iter().map(|(_, range, bytes)| (*range, *bytes)).collect();

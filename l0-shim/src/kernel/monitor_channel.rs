@@ -10,17 +10,21 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use l0_shim::action_validation::{self, Rejection};
-use monitor_abi::{Action, ExitEvent, GuestSnapshot, InjectionKind, Response, StopReason, GPR_COUNT, RSP};
+use l0_shim::action_validation::{self, Level, Rejection};
+use monitor_abi::{
+    Action, ExitEvent, FullState, GuestSnapshot, InjectionKind, Response, StopReason, FULL_STATE_FIELDS, GPR_COUNT, RSP,
+};
 use vmx::controls::{EntryControls, PrimaryControls};
+use vmx::exit::{ExitReason, ExitReasonField};
 use vmx::vmcs::ReadOnlyNatural;
 use vmx::vmcs::{
     Control32, Control64, ControlNatural, Guest16, Guest32, Guest64, GuestNatural, ReadOnly32, ReadOnly64,
 };
 
 use crate::arch::cpu::rdtsc;
-use crate::arch::vmx_instructions::GuestRegisters;
-use crate::kernel::{vmcs, xsave};
+use crate::arch::vmx_instructions::{vmread, GuestRegisters};
+use crate::kernel::vcpu::{Vcpu, CR0_OWNED_BITS, CR4_OWNED_BITS};
+use crate::kernel::{vmcs, vmx_root, xsave};
 
 /// Blocking by STI and by MOV SS (interruptibility-state bits 0 and 1):
 /// skipping an instruction ends both, as executing it would have.
@@ -63,8 +67,40 @@ fn guest_visible(real: u64, mask: u64, shadow: u64) -> u64 {
     (real & !mask) | (shadow & mask)
 }
 
+/// Whether the monitor needs the whole guest state for this exit: every
+/// exit of L2, and L1's VMX instructions (operands, modes).
+fn needs_full_state(from_l2: bool, exit_reason: u32) -> bool {
+    from_l2 || ExitReasonField(exit_reason).reason().is_ok_and(ExitReason::is_vmx_instruction)
+}
+
+/// The current VMCS's guest-state area. For L2 under L1's preemption
+/// timer, the timer field is what is left of L1's value (the hardware
+/// field also counts the shim's time slice).
+fn full_state(from_l2: bool, l1_timer: Option<u64>) -> FullState {
+    let mut full = FullState { from_l2, ..FullState::default() };
+    for (value, encoding) in full.fields.iter_mut().zip(FULL_STATE_FIELDS) {
+        // A field this CPU lacks (none of these on a CPU with EPT) reads 0.
+        *value = vmread(encoding).unwrap_or(0);
+    }
+    if let Some(left) = l1_timer {
+        let timer = vmx::vmcs::Guest32::PreemptionTimerValue.encoding();
+        if let Some(index) = FULL_STATE_FIELDS.iter().position(|&field| field == timer) {
+            full.fields[index] = left;
+        }
+    }
+    full
+}
+
 /// The current VMCS's exit, as the monitor is told about it.
-pub fn snapshot_exit(vcpu: u32, registers: &GuestRegisters) -> ExitEvent {
+pub fn snapshot_exit(index: u32, vcpu: &Vcpu) -> ExitEvent {
+    let mut exit = snapshot_basic_exit(index, &vcpu.registers);
+    if needs_full_state(vcpu.in_l2(), exit.exit_reason) {
+        exit.full = Some(full_state(vcpu.in_l2(), vcpu.l1_timer().filter(|_| vcpu.in_l2())));
+    }
+    exit
+}
+
+fn snapshot_basic_exit(vcpu: u32, registers: &GuestRegisters) -> ExitEvent {
     let guest = GuestSnapshot {
         gprs: gprs_in_abi_order(registers, vmcs::read(GuestNatural::Rsp)),
         rip: vmcs::read(GuestNatural::Rip),
@@ -100,6 +136,7 @@ pub fn snapshot_exit(vcpu: u32, registers: &GuestRegisters) -> ExitEvent {
         idt_vectoring_info: vmcs::read(ReadOnly32::IdtVectoringInfo),
         idt_vectoring_error_code: vmcs::read(ReadOnly32::IdtVectoringErrorCode),
         guest,
+        full: None,
     }
 }
 
@@ -131,29 +168,25 @@ pub struct Output {
     pub kicks: Vec<u32>,
 }
 
-/// Checks and applies `response` to the current VMCS and `registers`.
-pub fn apply(response: Response, registers: &mut GuestRegisters, output: &mut Output) -> Next {
+/// Checks and applies `response` to `vcpu`, whose VMCS is current (and
+/// stays current: `EnterL2` and `ExitL2` switch between its vmcs01 and
+/// vmcs02).
+pub fn apply(response: Response, vcpu: &mut Vcpu, output: &mut Output) -> Next {
     let mut next = Next::Run;
     for action in response.actions {
-        if let Err(rejection) = action_validation::check(&action) {
+        let level = if vcpu.in_l2() { Level::L2 } else { Level::L1 };
+        if let Err(rejection) = action_validation::check(&action, level) {
             return refused(rejection);
         }
         match action {
             Action::SetGpr { index, value } if index == RSP => vmcs::write(GuestNatural::Rsp, value),
-            Action::SetGpr { index, value } => match gpr_mut(registers, index) {
+            Action::SetGpr { index, value } => match gpr_mut(&mut vcpu.registers, index) {
                 Some(register) => *register = value,
                 None => return monitor_error("register index out of range"),
             },
             Action::WriteField { encoding, value } => {
-                // Checked above: a guest-state field or one of the few
-                // controls that are the monitor's.
-                if let Err(error) = vmcs::write_checked_encoding(encoding, value) {
-                    return monitor_error(&alloc::format!(
-                        "this CPU refused a write of field {encoding:#x}: {error:?}"
-                    ));
-                }
-                if encoding == Guest64::Ia32Efer.encoding() {
-                    sync_ia32e_mode(value);
+                if let Err(why) = write_field(vcpu, level, encoding, value) {
+                    return why;
                 }
             }
             Action::InjectEvent { vector, kind, error_code } => inject(vector, kind, error_code),
@@ -169,9 +202,69 @@ pub fn apply(response: Response, registers: &mut GuestRegisters, output: &mut Ou
                 None => output.xcr0 = Some(value),
             },
             Action::Kick { vcpu } => output.kicks.push(vcpu),
+            Action::EnterL2 { .. } if !vcpu.nested_allowed => {
+                return monitor_error("EnterL2 for a guest without nestedhvm = 1");
+            }
+            Action::EnterL2 { ept02 } => {
+                let Some(capabilities) = vmx_root::capabilities() else {
+                    return monitor_error("EnterL2 without VMX");
+                };
+                if let Err(error) = vcpu.enter_l2(capabilities, ept02) {
+                    return monitor_error(&alloc::format!("entering L2: {error}"));
+                }
+            }
+            Action::ExitL2 => {
+                if let Err(error) = vcpu.exit_l2() {
+                    return monitor_error(&alloc::format!("leaving L2: {error}"));
+                }
+            }
+            Action::MapL2 { l2_gpa, l1_gpa, size_log2, permissions } => {
+                if let Err(refusal) = vcpu.map_l2(l2_gpa, l1_gpa, size_log2, permissions) {
+                    return monitor_error(&alloc::format!("the shim refused the monitor's {refusal}"));
+                }
+            }
+            Action::FlushEpt02 => vcpu.flush_ept02(),
+            Action::FlushVpid02 => vcpu.flush_vpid02(),
         }
     }
     next
+}
+
+/// One checked field write: on vmcs02 the controls get the shim's bits
+/// and must suit the CPU; L1's preemption timer for L2 is kept by the
+/// shim, which runs L2 on the same timer.
+fn write_field(vcpu: &mut Vcpu, level: Level, encoding: u32, value: u64) -> Result<(), Next> {
+    let mut value = value;
+    if level == Level::L2 {
+        if encoding == vmx::vmcs::Guest32::PreemptionTimerValue.encoding() {
+            vcpu.set_l1_timer(value & u64::from(u32::MAX));
+            return Ok(());
+        }
+        value = action_validation::constrain_vmcs02_control(encoding, value, CR0_OWNED_BITS, CR4_OWNED_BITS)
+            .map_err(refused)?;
+        if let (Some(capabilities), Some(_)) =
+            (vmx_root::capabilities(), action_validation::vmcs02_control_bits(encoding))
+        {
+            let allowed = match encoding {
+                e if e == Control32::PinBasedControls.encoding() => capabilities.pin_based,
+                e if e == Control32::PrimaryProcessorBasedControls.encoding() => capabilities.primary,
+                e if e == Control32::SecondaryProcessorBasedControls.encoding() => capabilities.secondary,
+                _ => capabilities.entry,
+            };
+            value = u64::from(allowed.adjust(value as u32).map_err(|bits| {
+                monitor_error(&alloc::format!("this CPU cannot set bits {bits:#x} of vmcs02 field {encoding:#x}"))
+            })?);
+        }
+    }
+    // Checked above: a guest-state field or a control the monitor may
+    // write at this level.
+    if let Err(error) = vmcs::write_checked_encoding(encoding, value) {
+        return Err(monitor_error(&alloc::format!("this CPU refused a write of field {encoding:#x}: {error:?}")));
+    }
+    if encoding == Guest64::Ia32Efer.encoding() {
+        sync_ia32e_mode(value);
+    }
+    Ok(())
 }
 
 fn refused(rejection: Rejection) -> Next {

@@ -6,6 +6,7 @@
 //! own, external interrupts, NMIs), and nothing that would let a guest
 //! reach host state is.
 
+use l0_shim::memory::PhysRange;
 use vmx::capabilities::VmxCapabilities;
 use vmx::controls::{EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls};
 use vmx::vmcs::{
@@ -18,6 +19,9 @@ use crate::arch::cpu::{fxrstor, fxsave, read_cr0, read_cr3, read_cr4, read_msr, 
 use crate::arch::vmx_instructions::{
     enter_guest, exit_landing_address, invvpid, GuestRegisters, InvvpidKind, VmxInstructionError,
 };
+use l0_shim::action_validation::MapRefusal;
+
+use crate::kernel::ept02::Ept02;
 use crate::kernel::msr_bitmap::{self, SWITCHED_MSRS};
 use crate::kernel::vmcs::{self, Vmcs};
 use crate::kernel::xsave::GuestXstate;
@@ -93,9 +97,33 @@ impl core::fmt::Display for VcpuError {
     }
 }
 
+/// The VPIDs of L2: the guest's own with this bit set (guests get small
+/// VPIDs), so L2's translations never serve L1 and one INVVPID reaches
+/// all of L2's.
+const VPID02_BIT: u16 = 0x8000;
+
+/// What a vCPU needs to run L2: vmcs02 and the shadow EPT.
+struct NestedCpu {
+    vmcs02: Vmcs,
+    launched: bool,
+    ept02: Ept02,
+    /// L1's VMX-preemption timer for L2, in timer units, while L1 uses it:
+    /// the shim runs L2 on the same timer for its own time slices.
+    l1_timer: Option<u64>,
+}
+
 pub struct Vcpu {
     vmcs: Vmcs,
     vpid: u16,
+    /// EPT01's pointer, and the guest's RAM it maps from guest-physical 0.
+    eptp01: u64,
+    ram: PhysRange,
+    nested: Option<alloc::boxed::Box<NestedCpu>>,
+    /// The vCPU runs L2 (vmcs02 is its VMCS).
+    in_l2: bool,
+    /// Its guest was offered VMX (`nestedhvm = 1`): only then may its
+    /// monitor run L2.
+    pub nested_allowed: bool,
     pub registers: GuestRegisters,
     fx: FxState,
     /// Where the shim's own x87/SSE state waits while the guest runs (kept
@@ -125,6 +153,7 @@ impl Vcpu {
     pub fn new(
         capabilities: &VmxCapabilities,
         eptp: u64,
+        ram: PhysRange,
         vpid: u16,
         start: &FlatProtectedStart,
     ) -> Result<Self, VcpuError> {
@@ -138,6 +167,11 @@ impl Vcpu {
         Ok(Self {
             vmcs,
             vpid,
+            eptp01: eptp,
+            ram,
+            nested: None,
+            in_l2: false,
+            nested_allowed: false,
             registers: start.registers,
             fx: FxState::reset(),
             host_fx: FxState::reset(),
@@ -169,7 +203,85 @@ impl Vcpu {
     /// Makes this vCPU's VMCS current: its fields are what `vmcs::read`
     /// and `vmcs::write` reach until another vCPU runs on this CPU.
     pub fn make_current(&self) -> Result<(), VcpuError> {
-        self.vmcs.make_current().map_err(|error| instruction_failed("VMPTRLD", error))
+        let vmcs = match &self.nested {
+            Some(nested) if self.in_l2 => &nested.vmcs02,
+            _ => &self.vmcs,
+        };
+        vmcs.make_current().map_err(|error| instruction_failed("VMPTRLD", error))
+    }
+
+    /// Whether the vCPU runs L2.
+    pub fn in_l2(&self) -> bool {
+        self.in_l2
+    }
+
+    /// Switches the vCPU to L2 on its vmcs02 (made on first use), with
+    /// EPT02 (`ept02`) or EPT01 as L2's EPT. Field writes that follow go
+    /// to vmcs02; L1's preemption timer is off until a write sets it.
+    pub fn enter_l2(&mut self, capabilities: &VmxCapabilities, ept02: bool) -> Result<(), VcpuError> {
+        if self.nested.is_none() {
+            let vmcs02 = Vmcs::new(capabilities.basic.revision_id()).ok_or(VcpuError::NoMemoryForVmcs)?;
+            vmcs02.make_current().map_err(|error| instruction_failed("VMPTRLD", error))?;
+            write_controls(capabilities)?;
+            write_vmcs02_controls(capabilities)?;
+            write_host_state();
+            vmcs::write(Guest64::VmcsLinkPointer, u64::MAX);
+            vmcs::write(Control16::VirtualProcessorId, self.vpid | VPID02_BIT);
+            let ept02 = Ept02::new().ok_or(VcpuError::NoMemoryForVmcs)?;
+            self.nested = Some(alloc::boxed::Box::new(NestedCpu { vmcs02, launched: false, ept02, l1_timer: None }));
+        }
+        self.in_l2 = true;
+        self.make_current()?;
+        let nested = self.nested.as_mut().expect("made above");
+        nested.l1_timer = None;
+        vmcs::write(Control64::EptPointer, if ept02 { nested.ept02.eptp() } else { self.eptp01 });
+        Ok(())
+    }
+
+    /// Back to L1 on vmcs01.
+    pub fn exit_l2(&mut self) -> Result<(), VcpuError> {
+        self.in_l2 = false;
+        self.make_current()
+    }
+
+    /// L1's preemption-timer value for L2 (a monitor's write of the
+    /// field on vmcs02).
+    pub fn set_l1_timer(&mut self, value: u64) {
+        if let Some(nested) = self.nested.as_mut() {
+            nested.l1_timer = Some(value);
+        }
+    }
+
+    /// What is left of L1's timer for L2, if L1 uses it.
+    pub fn l1_timer(&self) -> Option<u64> {
+        self.nested.as_ref().and_then(|nested| nested.l1_timer)
+    }
+
+    /// Maps an EPT02 leaf (see `Ept02::map`).
+    pub fn map_l2(&mut self, l2_gpa: u64, l1_gpa: u64, size_log2: u8, permissions: u8) -> Result<(), MapRefusal> {
+        let Some(nested) = self.nested.as_mut() else {
+            return Err(MapRefusal::OutOfMemory);
+        };
+        nested.ept02.map(self.ram, l2_gpa, l1_gpa, size_log2, permissions)
+    }
+
+    /// Drops EPT02 (L1's INVEPT).
+    pub fn flush_ept02(&mut self) {
+        if let Some(nested) = self.nested.as_mut() {
+            nested.ept02.clear();
+        }
+    }
+
+    /// Flushes L2's TLB tag (L1's INVVPID).
+    pub fn flush_vpid02(&self) {
+        if let Err(error) = invvpid(InvvpidKind::SingleContext, self.vpid | VPID02_BIT, 0) {
+            log::error!("INVVPID of VPID02 failed: {error:?}");
+        }
+    }
+
+    /// EPT02 table pages in use.
+    pub fn ept02_pages(&self) -> usize {
+        self.nested.as_ref().map_or(0, |nested| nested.ept02.pages())
     }
 
     /// Runs the guest until its next VM exit, or until `slice_ticks` TSC
@@ -180,7 +292,10 @@ impl Vcpu {
         self.make_current()?;
         let rate = vmx_root::capabilities().map_or(0, |caps| caps.misc.preemption_timer_rate());
         // A short slice must not round down to an immediate exit.
-        let value = if slice_ticks == 0 { 0 } else { (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) };
+        let slice = if slice_ticks == 0 { 0 } else { (slice_ticks >> rate).clamp(1, u64::from(u32::MAX)) };
+        // L2 under L1's timer exits when either runs out.
+        let l1_timer = if self.in_l2 { self.l1_timer() } else { None };
+        let value = l1_timer.map_or(slice, |l1| l1.min(slice));
         vmcs::write(Guest32::PreemptionTimerValue, value as u32);
         // The shim itself uses SSE (the precompiled core library does), so
         // the guest's x87/SSE state is swapped in and out around the entry.
@@ -190,13 +305,27 @@ impl Vcpu {
         // Safe because this vCPU's VMCS is current with the host state
         // written in `new` (whose RIP is the exit landing) and the guest's
         // FPU state was just loaded.
-        let result = unsafe { enter_guest(&mut self.registers, self.launched) };
+        let launched = match &self.nested {
+            Some(nested) if self.in_l2 => nested.launched,
+            _ => self.launched,
+        };
+        let result = unsafe { enter_guest(&mut self.registers, launched) };
         fxsave(&mut self.fx);
         self.xstate.save();
         fxrstor(&self.host_fx);
-        let what = if self.launched { "VMRESUME" } else { "VMLAUNCH" };
+        let what = if launched { "VMRESUME" } else { "VMLAUNCH" };
         result.map_err(|error| instruction_failed(what, error))?;
-        self.launched = true;
+        match self.nested.as_mut() {
+            Some(nested) if self.in_l2 => {
+                nested.launched = true;
+                if let Some(l1) = nested.l1_timer.as_mut() {
+                    // vmcs02 saves the timer at every exit.
+                    let left = u64::from(vmcs::read(Guest32::PreemptionTimerValue));
+                    *l1 -= value.saturating_sub(left).min(*l1);
+                }
+            }
+            _ => self.launched = true,
+        }
         Ok(())
     }
 }
@@ -252,6 +381,19 @@ fn write_controls(capabilities: &VmxCapabilities) -> Result<(), VcpuError> {
     vmcs::write(Control32::Cr3TargetCount, 0);
     vmcs::write(ControlNatural::Cr0GuestHostMask, CR0_OWNED_BITS);
     vmcs::write(ControlNatural::Cr4GuestHostMask, CR4_OWNED_BITS);
+    Ok(())
+}
+
+/// vmcs02 differs from vmcs01 in what keeps L2 contained and what L0
+/// needs to emulate L1's view: every MSR access exits (L1's MSR bitmap is
+/// consulted by the monitor, vmcs01's would let L2 reach L1's MSRs), and
+/// the preemption timer is saved at each exit (L1's timer is emulated on
+/// top of the shim's time slices).
+fn write_vmcs02_controls(capabilities: &VmxCapabilities) -> Result<(), VcpuError> {
+    let primary = vmcs::read(Control32::PrimaryProcessorBasedControls) & !PrimaryControls::MSR_BITMAPS.bits();
+    vmcs::write(Control32::PrimaryProcessorBasedControls, adjusted("primary", capabilities.primary, primary)?);
+    let exit = vmcs::read(Control32::ExitControls) | ExitControls::SAVE_PREEMPTION_TIMER.bits();
+    vmcs::write(Control32::ExitControls, adjusted("VM-exit", capabilities.exit, exit)?);
     Ok(())
 }
 

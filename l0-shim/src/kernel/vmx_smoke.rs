@@ -35,7 +35,8 @@ pub fn run() -> Result<u32, String> {
         data_selector: 0x10,
         gdtr: None,
     };
-    let mut vcpu = Vcpu::new(capabilities, ram.eptp(), SMOKE_VPID, &start).map_err(|error| format!("{error}"))?;
+    let mut vcpu = Vcpu::new(capabilities, ram.eptp(), ram.host_range(), SMOKE_VPID, &start)
+        .map_err(|error| format!("{error}"))?;
     let mut line = String::new();
     let mut exits = 0u64;
     loop {

@@ -4,8 +4,15 @@ use core::fmt;
 
 use matryoshka_config::{NetworkConfig, ShimSettings, TokenScope};
 use matryoshka_control::auth::{Principal, TokenTable};
+use matryoshka_control::http::Limits;
 use matryoshka_control::server::{Addressing, ServerConfig};
+use matryoshka_control::session::SessionLimits;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+
+/// The largest kernel or initrd the shim takes in one upload. A request is
+/// held whole in the shim's heap (16 MiB) before it is copied to frames of
+/// its own, so this is half of it; larger ones are answered 413.
+pub const MAX_UPLOAD_BYTES: usize = 8 << 20;
 
 /// What the control server is started with.
 #[derive(Debug)]
@@ -51,7 +58,12 @@ pub fn control_setup(settings: &ShimSettings) -> Result<ControlSetup, NotServing
         };
         tokens.add(principal, token.secret.as_bytes());
     }
-    let server = ServerConfig { port: settings.control_port, ..ServerConfig::default() };
+    let defaults = ServerConfig::default();
+    let session = SessionLimits {
+        http: Limits { max_upload_bytes: MAX_UPLOAD_BYTES, ..defaults.session.http },
+        ..defaults.session
+    };
+    let server = ServerConfig { port: settings.control_port, session, ..defaults };
     Ok(ControlSetup { server, addressing: addressing(settings.network), tokens, admin_tokens, tenant_tokens })
 }
 
@@ -97,6 +109,7 @@ mod tests {
         .unwrap();
         assert_eq!(setup.server.port, 7123);
         assert_eq!(setup.server.max_connections, ServerConfig::default().max_connections);
+        assert_eq!(setup.server.session.http.max_upload_bytes, MAX_UPLOAD_BYTES, "uploads fit the shim's heap");
         assert_eq!(
             setup.addressing,
             Addressing::Static {

@@ -35,7 +35,9 @@ use crate::codec::{Reader, Writer};
 use crate::DecodeError;
 
 pub const BOOT_INFO_MAGIC: [u8; 4] = *b"MTBI";
-pub const BOOT_INFO_VERSION: u16 = 1;
+pub const BOOT_INFO_VERSION: u16 = 2;
+/// Most VMX capability MSRs boot information carries.
+pub const MAX_VMX_MSRS: usize = 32;
 pub const MAX_MODULES: usize = 16;
 pub const MAX_MODULE_NAME: usize = 255;
 
@@ -65,6 +67,12 @@ pub enum TestHook {
     HangOnExit = 2,
     /// Panic while handling the first VM exit.
     PanicOnExit = 3,
+    /// Answer the first VM exit by entering L2 and mapping a page beyond
+    /// the guest's RAM into EPT02 (a monitor reaching for foreign frames).
+    MapForeignOnExit = 4,
+    /// Answer the first VM exit by entering L2 with posted interrupts in
+    /// vmcs02 (a control that would make the CPU use an address).
+    ForbiddenControlOnExit = 5,
 }
 
 impl TestHook {
@@ -74,6 +82,8 @@ impl TestHook {
             1 => Self::PageFaultOnExit,
             2 => Self::HangOnExit,
             3 => Self::PanicOnExit,
+            4 => Self::MapForeignOnExit,
+            5 => Self::ForbiddenControlOnExit,
             _ => return None,
         })
     }
@@ -84,11 +94,21 @@ impl TestHook {
             Self::PageFaultOnExit => "page-fault",
             Self::HangOnExit => "hang",
             Self::PanicOnExit => "panic",
+            Self::MapForeignOnExit => "map-foreign",
+            Self::ForbiddenControlOnExit => "forbidden-control",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::PageFaultOnExit, Self::HangOnExit, Self::PanicOnExit].into_iter().find(|hook| hook.name() == name)
+        [
+            Self::PageFaultOnExit,
+            Self::HangOnExit,
+            Self::PanicOnExit,
+            Self::MapForeignOnExit,
+            Self::ForbiddenControlOnExit,
+        ]
+        .into_iter()
+        .find(|hook| hook.name() == name)
     }
 }
 
@@ -112,6 +132,12 @@ pub struct BootInfo {
     /// The guest's `[guest]` section, as the shim accepted it.
     pub config_text: String,
     pub modules: Vec<ModuleInfo>,
+    /// The host's VMX capability MSRs (number, value), from which the
+    /// monitor derives what it offers a guest with `nestedhvm=1`; empty
+    /// for a guest without it.
+    pub vmx_msrs: Vec<(u32, u64)>,
+    /// The host's physical-address width (CPUID 0x80000008:EAX[7:0]).
+    pub physical_address_width: u8,
 }
 
 /// Boot information that cannot be written within its limits.
@@ -119,6 +145,7 @@ pub struct BootInfo {
 pub enum BootInfoTooLarge {
     Modules(usize),
     ModuleName(usize),
+    VmxMsrs(usize),
     Total(usize),
 }
 
@@ -127,6 +154,7 @@ impl core::fmt::Display for BootInfoTooLarge {
         match self {
             Self::Modules(count) => write!(f, "{count} modules exceed the limit of {MAX_MODULES}"),
             Self::ModuleName(length) => write!(f, "a module name of {length} bytes exceeds {MAX_MODULE_NAME}"),
+            Self::VmxMsrs(count) => write!(f, "{count} VMX capability MSRs exceed the limit of {MAX_VMX_MSRS}"),
             Self::Total(length) => write!(f, "{length} bytes of boot information exceed {BOOT_INFO_MAX_BYTES}"),
         }
     }
@@ -157,6 +185,15 @@ impl BootInfo {
             writer.bytes(module.name.as_bytes());
             writer.u64(module.address);
             writer.u64(module.length);
+        }
+        if self.vmx_msrs.len() > MAX_VMX_MSRS {
+            return Err(BootInfoTooLarge::VmxMsrs(self.vmx_msrs.len()));
+        }
+        writer.u8(self.physical_address_width);
+        writer.u16(self.vmx_msrs.len() as u16);
+        for (number, value) in &self.vmx_msrs {
+            writer.u32(*number);
+            writer.u64(*value);
         }
         if bytes.len() > BOOT_INFO_MAX_BYTES {
             return Err(BootInfoTooLarge::Total(bytes.len()));
@@ -215,7 +252,30 @@ impl BootInfo {
             }
             modules.push(ModuleInfo { name, address, length });
         }
-        Ok(Self { ram_bytes, heap_bytes, wall_clock_unix_secs, tsc_khz, flags, test_hook, config_text, modules })
+        let physical_address_width = reader.u8()?;
+        if !(32..=52).contains(&physical_address_width) {
+            return Err(DecodeError::Invalid { what: "physical-address width", value: physical_address_width.into() });
+        }
+        let msr_count = usize::from(reader.u16()?);
+        if msr_count > MAX_VMX_MSRS {
+            return Err(DecodeError::TooMany { what: "VMX capability MSRs", count: msr_count, limit: MAX_VMX_MSRS });
+        }
+        let mut vmx_msrs = Vec::with_capacity(msr_count);
+        for _ in 0..msr_count {
+            vmx_msrs.push((reader.u32()?, reader.u64()?));
+        }
+        Ok(Self {
+            ram_bytes,
+            heap_bytes,
+            wall_clock_unix_secs,
+            tsc_khz,
+            flags,
+            test_hook,
+            config_text,
+            modules,
+            vmx_msrs,
+            physical_address_width,
+        })
     }
 
     pub fn module(&self, name: &str) -> Option<&ModuleInfo> {
@@ -241,6 +301,8 @@ mod tests {
                 ModuleInfo { name: "l1-test".into(), address: MODULES_BASE, length: 12_345 },
                 ModuleInfo { name: "initrd".into(), address: MODULES_BASE + 0x4000, length: 1 },
             ],
+            vmx_msrs: alloc::vec![(0x480, 0x00da_0400_0000_0001), (0x48c, 0xf0106334141)],
+            physical_address_width: 39,
         }
     }
 
@@ -282,6 +344,16 @@ mod tests {
         zero_ram[8..16].fill(0);
         assert!(matches!(BootInfo::decode(&zero_ram), Err(DecodeError::Invalid { what: "guest RAM size", .. })));
         assert!(matches!(BootInfo::decode(&good[..good.len() - 1]), Err(DecodeError::Truncated { .. })));
+        let mut narrow = sample();
+        narrow.physical_address_width = 12;
+        let bytes = narrow.encode().unwrap();
+        assert!(matches!(
+            BootInfo::decode(&bytes),
+            Err(DecodeError::Invalid { what: "physical-address width", value: 12 })
+        ));
+        let mut many = sample();
+        many.vmx_msrs = alloc::vec![(0x480, 0); MAX_VMX_MSRS + 1];
+        assert_eq!(many.encode(), Err(BootInfoTooLarge::VmxMsrs(MAX_VMX_MSRS + 1)));
 
         let mut low_module = sample();
         low_module.modules[0].address = 0x1000;

@@ -7,7 +7,7 @@
 //! `action_validation`): the ABI itself only guarantees that a message is
 //! well formed.
 //!
-//! # Wire format (version 2)
+//! # Wire format (version 3)
 //!
 //! Little-endian throughout. Every message starts with a 16-byte header:
 //!
@@ -48,7 +48,7 @@ pub use message::*;
 mod tests;
 
 /// The version this crate speaks. A change of layout changes it.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 pub const MAGIC: [u8; 4] = *b"MTRY";
 pub const HEADER_LEN: usize = 16;
 /// A message must fit the shared page.
@@ -59,7 +59,7 @@ pub const MAX_PAYLOAD: usize = MESSAGE_PAGE_SIZE - HEADER_LEN - TIMING_BYTES;
 pub const TIMING_BYTES: usize = 32;
 pub const TIMING_OFFSET: usize = MESSAGE_PAGE_SIZE - TIMING_BYTES;
 /// Most actions one response may carry.
-pub const MAX_ACTIONS: usize = 96;
+pub const MAX_ACTIONS: usize = 160;
 /// Longest text (console bytes, log lines, stop details) one action carries.
 pub const MAX_TEXT: usize = 1024;
 

@@ -49,11 +49,95 @@ pub struct GuestSnapshot {
     pub activity_state: u32,
 }
 
+/// The guest-state fields, in this order, that [`FullState`] carries:
+/// ES, CS, SS, DS, FS, GS, LDTR and TR (selector, base, limit, access
+/// rights each); RSP, RIP, RFLAGS, CR0, CR3, CR4 (the real registers, no
+/// read shadows), DR7, EFER, PAT, DEBUGCTL, GDTR and IDTR (base, limit),
+/// SYSENTER CS/ESP/EIP, SMBASE, interruptibility, activity state, pending
+/// debug exceptions, PDPTE0-3 and the VMX-preemption timer.
+pub const FULL_STATE_FIELDS: [u32; FULL_STATE_LEN] = full_state_fields();
+pub const FULL_STATE_LEN: usize = 58;
+
+const fn full_state_fields() -> [u32; FULL_STATE_LEN] {
+    use vmx::vmcs::{Guest32, Guest64, GuestNatural, SEGMENT_FIELDS};
+    let segments = SEGMENT_FIELDS;
+    let rest = [
+        GuestNatural::Rsp as u32,
+        GuestNatural::Rip as u32,
+        GuestNatural::Rflags as u32,
+        GuestNatural::Cr0 as u32,
+        GuestNatural::Cr3 as u32,
+        GuestNatural::Cr4 as u32,
+        GuestNatural::Dr7 as u32,
+        Guest64::Ia32Efer as u32,
+        Guest64::Ia32Pat as u32,
+        Guest64::Ia32Debugctl as u32,
+        GuestNatural::GdtrBase as u32,
+        Guest32::GdtrLimit as u32,
+        GuestNatural::IdtrBase as u32,
+        Guest32::IdtrLimit as u32,
+        Guest32::Ia32SysenterCs as u32,
+        GuestNatural::Ia32SysenterEsp as u32,
+        GuestNatural::Ia32SysenterEip as u32,
+        Guest32::Smbase as u32,
+        Guest32::InterruptibilityState as u32,
+        Guest32::ActivityState as u32,
+        GuestNatural::PendingDebugExceptions as u32,
+        Guest64::Pdpte0 as u32,
+        Guest64::Pdpte1 as u32,
+        Guest64::Pdpte2 as u32,
+        Guest64::Pdpte3 as u32,
+        Guest32::PreemptionTimerValue as u32,
+    ];
+    let mut fields = [0u32; FULL_STATE_LEN];
+    let mut index = 0;
+    while index < segments.len() {
+        let (selector, base, limit, rights) = segments[index];
+        fields[index * 4] = selector as u32;
+        fields[index * 4 + 1] = base as u32;
+        fields[index * 4 + 2] = limit as u32;
+        fields[index * 4 + 3] = rights as u32;
+        index += 1;
+    }
+    let mut at = 0;
+    while at < rest.len() {
+        fields[32 + at] = rest[at];
+        at += 1;
+    }
+    fields
+}
+
+/// Everything in the guest-state area, for exits the monitor needs it for:
+/// every exit of L2 (to reflect it into vmcs12), and the VMX instructions
+/// of L1 (to decode memory operands through segments and check modes).
+/// Payload layout: from-L2 (u8 bool), then [`FULL_STATE_LEN`] u64 values
+/// in [`FULL_STATE_FIELDS`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullState {
+    /// The exit came from L2 (the vCPU ran on vmcs02).
+    pub from_l2: bool,
+    pub fields: [u64; FULL_STATE_LEN],
+}
+
+impl Default for FullState {
+    fn default() -> Self {
+        Self { from_l2: false, fields: [0; FULL_STATE_LEN] }
+    }
+}
+
+impl FullState {
+    /// The value of guest-state field `encoding`, 0 if it is not carried.
+    pub fn field(&self, encoding: u32) -> u64 {
+        FULL_STATE_FIELDS.iter().position(|&field| field == encoding).map_or(0, |index| self.fields[index])
+    }
+}
+
 /// A VM exit, as the VMCS reported it.
 /// Payload layout: vCPU, exit reason (u32); qualification, guest linear
 /// address, guest physical address (u64); instruction length, instruction
 /// info, exit interruption info and error code, IDT-vectoring info and error
-/// code (u32); then the [`GuestSnapshot`].
+/// code (u32); then the [`GuestSnapshot`]; then a has-full-state flag (u8)
+/// and, if set, the [`FullState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExitEvent {
     pub vcpu: u32,
@@ -69,6 +153,7 @@ pub struct ExitEvent {
     pub idt_vectoring_info: u32,
     pub idt_vectoring_error_code: u32,
     pub guest: GuestSnapshot,
+    pub full: Option<FullState>,
 }
 
 /// What the shim tells a monitor. Payload: a tag byte, then the variant.
@@ -86,6 +171,13 @@ pub enum Event {
     /// Tag 3. A deadline the monitor set has passed, or the monitor kicked
     /// this halted vCPU (`Action::Kick`). Layout: vCPU (u32), now (u64).
     Timer { vcpu: u32, now_ns: u64 },
+    /// Tag 4. The host asks the guest to power off (the control API's
+    /// `shutdown`): the monitor presses its ACPI power button (PM1_STS
+    /// PWRBTN_STS, an SCI if the guest enabled PWRBTN_EN) and answers as it
+    /// would a `Timer` for this vCPU: it may inject the SCI, halt or kick.
+    /// A guest that does not listen keeps running. Layout: vCPU (u32), now
+    /// (u64).
+    PowerButton { vcpu: u32, now_ns: u64 },
 }
 
 /// Event types VM entry can inject (SDM 25.8.3).
@@ -177,6 +269,27 @@ pub enum Action {
     /// one is entered with a zero preemption-timer value, so that it exits
     /// before its first instruction and the monitor sees its state.
     Kick { vcpu: u32 },
+    /// Tag 13: run L2 (u8 bool: on the shadow EPT02, else on EPT01). The
+    /// vCPU switches to its vmcs02 (VMLAUNCH the first time, VMRESUME
+    /// after); the actions after this one act on vmcs02, whose writable
+    /// controls the shim constrains (see its `action_validation`). The
+    /// general registers carry over, as a VM entry leaves them.
+    EnterL2 { ept02: bool },
+    /// Tag 14: back to L1 on vmcs01 (after an exit reflected to L1, or an
+    /// entry that failed late); the actions after this act on vmcs01.
+    ExitL2,
+    /// Tag 15: map the `size_log2` (12, 21 or 30) block of L2
+    /// guest-physical `l2_gpa` to L1 guest-physical `l1_gpa` in EPT02,
+    /// with EPT permissions `permissions` (bits 2:0). Layout: u64, u64,
+    /// u8, u8. The shim checks that the block is L1's RAM and translates
+    /// it through EPT01 itself.
+    MapL2 { l2_gpa: u64, l1_gpa: u64, size_log2: u8, permissions: u8 },
+    /// Tag 16: drop every EPT02 translation (L1's INVEPT, or a full
+    /// EPT02).
+    FlushEpt02,
+    /// Tag 17: flush L2's TLB tag, VPID02 (L1's INVVPID, or L1 switching
+    /// L2 contexts without VPID).
+    FlushVpid02,
 }
 
 /// A monitor's answer to one event.
@@ -269,6 +382,11 @@ pub fn encode_event(sequence: u32, event: &Event) -> Result<Vec<u8>, EncodeError
             writer.u32(*vcpu);
             writer.u64(*now_ns);
         }
+        Event::PowerButton { vcpu, now_ns } => {
+            writer.u8(4);
+            writer.u32(*vcpu);
+            writer.u64(*now_ns);
+        }
     }
     finish(bytes)
 }
@@ -284,6 +402,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<(u32, Event), DecodeError> {
         1 => Event::Start { vcpu: reader.u32()?, ram_bytes: reader.u64()?, now_ns: reader.u64()? },
         2 => Event::Exit(read_exit(&mut reader)?),
         3 => Event::Timer { vcpu: reader.u32()?, now_ns: reader.u64()? },
+        4 => Event::PowerButton { vcpu: reader.u32()?, now_ns: reader.u64()? },
         tag => return Err(DecodeError::UnknownTag { what: "event", tag }),
     };
     reader.finish()?;
@@ -317,6 +436,13 @@ fn write_exit(writer: &mut Writer, exit: &ExitEvent) {
     writer.u32(guest.cs_access_rights);
     writer.u32(guest.interruptibility);
     writer.u32(guest.activity_state);
+    writer.u8(u8::from(exit.full.is_some()));
+    if let Some(full) = &exit.full {
+        writer.u8(u8::from(full.from_l2));
+        for value in full.fields {
+            writer.u64(value);
+        }
+    }
 }
 
 fn read_exit(reader: &mut Reader) -> Result<ExitEvent, DecodeError> {
@@ -333,6 +459,7 @@ fn read_exit(reader: &mut Reader) -> Result<ExitEvent, DecodeError> {
         idt_vectoring_info: reader.u32()?,
         idt_vectoring_error_code: reader.u32()?,
         guest: GuestSnapshot::default(),
+        full: None,
     };
     let guest = &mut exit.guest;
     for value in guest.gprs.iter_mut() {
@@ -349,6 +476,13 @@ fn read_exit(reader: &mut Reader) -> Result<ExitEvent, DecodeError> {
     guest.cs_access_rights = reader.u32()?;
     guest.interruptibility = reader.u32()?;
     guest.activity_state = reader.u32()?;
+    if read_bool(reader, "full-state flag")? {
+        let mut full = FullState { from_l2: read_bool(reader, "from-L2 flag")?, ..FullState::default() };
+        for value in full.fields.iter_mut() {
+            *value = reader.u64()?;
+        }
+        exit.full = Some(full);
+    }
     Ok(exit)
 }
 
@@ -475,6 +609,20 @@ fn write_action(writer: &mut Writer, action: &Action) -> Result<(), EncodeError>
             writer.u8(12);
             writer.u32(*vcpu);
         }
+        Action::EnterL2 { ept02 } => {
+            writer.u8(13);
+            writer.u8(u8::from(*ept02));
+        }
+        Action::ExitL2 => writer.u8(14),
+        Action::MapL2 { l2_gpa, l1_gpa, size_log2, permissions } => {
+            writer.u8(15);
+            writer.u64(*l2_gpa);
+            writer.u64(*l1_gpa);
+            writer.u8(*size_log2);
+            writer.u8(*permissions);
+        }
+        Action::FlushEpt02 => writer.u8(16),
+        Action::FlushVpid02 => writer.u8(17),
     }
     Ok(())
 }
@@ -526,6 +674,16 @@ fn read_action(reader: &mut Reader) -> Result<Action, DecodeError> {
         }
         11 => Action::SetXcr0 { value: reader.u64()? },
         12 => Action::Kick { vcpu: reader.u32()? },
+        13 => Action::EnterL2 { ept02: read_bool(reader, "EPT02 flag")? },
+        14 => Action::ExitL2,
+        15 => Action::MapL2 {
+            l2_gpa: reader.u64()?,
+            l1_gpa: reader.u64()?,
+            size_log2: reader.u8()?,
+            permissions: reader.u8()?,
+        },
+        16 => Action::FlushEpt02,
+        17 => Action::FlushVpid02,
         tag => return Err(DecodeError::UnknownTag { what: "action", tag }),
     })
 }

@@ -37,6 +37,7 @@ fn sample_exit() -> ExitEvent {
             interruptibility: 1,
             activity_state: 0,
         },
+        full: None,
     }
 }
 
@@ -58,6 +59,11 @@ fn every_action() -> Vec<Action> {
         Action::Stop { reason: StopReason::TripleFault, detail: String::new() },
         Action::SetXcr0 { value: 0x7 },
         Action::Kick { vcpu: 3 },
+        Action::EnterL2 { ept02: true },
+        Action::ExitL2,
+        Action::MapL2 { l2_gpa: 0x20_0000, l1_gpa: 0x60_0000, size_log2: 21, permissions: 7 },
+        Action::FlushEpt02,
+        Action::FlushVpid02,
     ]
 }
 
@@ -68,12 +74,41 @@ fn every_event_round_trips() {
     for event in [
         Event::Start { vcpu: 0, ram_bytes: 64 << 20, now_ns: 42 },
         Event::Exit(sample_exit()),
+        Event::Exit(ExitEvent { full: Some(sample_full_state()), ..sample_exit() }),
         Event::Timer { vcpu: 3, now_ns: u64::MAX },
+        Event::PowerButton { vcpu: 1, now_ns: 7 },
     ] {
         let bytes = encode_event(7, &event).unwrap();
         assert_eq!(&bytes[..4], b"MTRY");
         assert_eq!(decode_event(&bytes), Ok((7, event)));
     }
+}
+
+fn sample_full_state() -> FullState {
+    let mut full = FullState { from_l2: true, ..FullState::default() };
+    for (index, value) in full.fields.iter_mut().enumerate() {
+        *value = 0x0101_0101 * index as u64;
+    }
+    full
+}
+
+#[test]
+fn the_full_state_names_each_guest_field_once_and_fits_the_page() {
+    let full = sample_full_state();
+    // CS access rights and RIP, by their SDM encodings.
+    assert_eq!(full.field(0x4816), 7 * 0x0101_0101);
+    assert_eq!(full.field(0x681e), 33 * 0x0101_0101);
+    assert_eq!(full.field(0x6c00), 0, "host CR0 is not carried");
+    let mut seen = FULL_STATE_FIELDS.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), FULL_STATE_LEN);
+    let bytes = encode_event(1, &Event::Exit(ExitEvent { full: Some(full), ..sample_exit() })).unwrap();
+    assert!(bytes.len() < MESSAGE_PAGE_SIZE / 2, "{} bytes", bytes.len());
+    let mut bad = bytes.clone();
+    let flag_at = bytes.len() - FULL_STATE_LEN * 8 - 1;
+    bad[flag_at] = 2;
+    assert_eq!(decode_event(&bad), Err(DecodeError::Invalid { what: "from-L2 flag", value: 2 }));
 }
 
 #[test]
@@ -93,6 +128,16 @@ fn header_layout_is_as_documented() {
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1 + 4 + 8);
     assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 0x0102_0304);
     assert_eq!(bytes.len(), HEADER_LEN + 13);
+}
+
+#[test]
+fn the_power_button_event_is_tag_4_with_a_vcpu_and_a_time() {
+    let bytes = encode_event(3, &Event::PowerButton { vcpu: 2, now_ns: 0x1122_3344_5566_7788 }).unwrap();
+    let payload = &bytes[HEADER_LEN..];
+    assert_eq!(payload[0], 4);
+    assert_eq!(u32::from_le_bytes(payload[1..5].try_into().unwrap()), 2);
+    assert_eq!(u64::from_le_bytes(payload[5..13].try_into().unwrap()), 0x1122_3344_5566_7788);
+    assert_eq!(payload.len(), 13);
 }
 
 #[test]
@@ -141,7 +186,7 @@ fn malformed_messages_are_rejected_with_what_was_wrong() {
 
     let cases: Vec<(Vec<u8>, DecodeError)> = vec![
         (vec![1, 42], DecodeError::UnknownTag { what: "action", tag: 42 }),
-        (vec![97], DecodeError::TooMany { what: "actions", count: 97, limit: MAX_ACTIONS }),
+        (vec![161], DecodeError::TooMany { what: "actions", count: 161, limit: MAX_ACTIONS }),
         (vec![1, 1, 16, 0, 0, 0, 0, 0, 0, 0, 0], DecodeError::Invalid { what: "register index", value: 16 }),
         (vec![1, 3, 14, 1, 0, 0, 0, 0, 0], DecodeError::Invalid { what: "injection kind", value: 1 }),
         (vec![1, 3, 14, 3, 2, 0, 0, 0, 0], DecodeError::Invalid { what: "error-code flag", value: 2 }),

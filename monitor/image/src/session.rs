@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use matryoshka_config::GuestConfig;
 use monitor::guest_memory::GuestMemory;
-use monitor::guest_monitor::{GuestMonitor, GuestSetup};
+use monitor::guest_monitor::{GuestMonitor, GuestSetup, NestedSetup};
 use monitor::loader::{CpuMode, LoadedKernel, Module};
 use monitor::policy::cpuid::NativeSupport;
 use monitor::policy::msr::UnknownMsrAction;
@@ -24,6 +24,7 @@ use monitor_abi::{
     decode_event, encode_response, Action, Event, Response, StopReason, LOG_WARN, MAX_ACTIONS, RAX, RBP, RBX, RCX, RDI,
     RDX, RSI, RSP,
 };
+use vmx::capabilities::VmxCapabilities;
 use vmx::vmcs::{Guest16, Guest32, GuestNatural};
 
 use crate::log_queue::LogQueue;
@@ -131,13 +132,19 @@ impl Session {
             (Event::Start { .. }, Some(_)) => stop(StopReason::MonitorError, "a second start event"),
             (Event::Exit(exit), Some(monitor)) => {
                 self.exits += 1;
-                if self.exits == 1 && self.boot.test_hook != TestHook::None {
-                    return Err(self.boot.test_hook);
+                if self.exits == 1 {
+                    if let Some(response) = hostile_response(self.boot.test_hook, self.boot.ram_bytes) {
+                        return Ok(response);
+                    }
+                    if self.boot.test_hook != TestHook::None {
+                        return Err(self.boot.test_hook);
+                    }
                 }
                 // Guest memory: MMIO exits decode the instruction that caused them.
                 monitor.handle_exit_with_memory(&exit, memory)
             }
             (Event::Timer { vcpu, now_ns }, Some(monitor)) => monitor.handle_timer(vcpu, now_ns),
+            (Event::PowerButton { vcpu, now_ns }, Some(monitor)) => monitor.handle_power_button(vcpu, now_ns),
             (_, None) => stop(StopReason::MonitorError, "an event before the start event"),
         })
     }
@@ -164,6 +171,12 @@ impl Session {
             } else {
                 UnknownMsrAction::InjectGp
             },
+            nested: (!boot.vmx_msrs.is_empty()).then(|| NestedSetup {
+                host: VmxCapabilities::read(|msr| {
+                    boot.vmx_msrs.iter().find(|(number, _)| *number == msr).map_or(0, |(_, value)| *value)
+                }),
+                physical_address_width: boot.physical_address_width,
+            }),
         };
         let mut monitor = GuestMonitor::new(&setup, host_cpuid);
         let config = &self.config;
@@ -189,6 +202,24 @@ impl Session {
             Err(problem) => stop(StopReason::GuestError, &problem),
         }
     }
+}
+
+/// The answers of a compromised monitor, for the test hooks that ask for
+/// one: requests the shim must refuse.
+fn hostile_response(hook: TestHook, ram_bytes: u64) -> Option<Response> {
+    let enter = Action::EnterL2 { ept02: true };
+    let actions = match hook {
+        TestHook::MapForeignOnExit => {
+            vec![enter, Action::MapL2 { l2_gpa: 0, l1_gpa: ram_bytes, size_log2: 12, permissions: 7 }]
+        }
+        TestHook::ForbiddenControlOnExit => {
+            let posted_interrupts = 1 << 7;
+            let encoding = vmx::vmcs::Control32::PinBasedControls.encoding();
+            vec![enter, Action::WriteField { encoding, value: 0x16 | 1 | posted_interrupts }]
+        }
+        _ => return None,
+    };
+    Some(Response { actions })
 }
 
 /// The vCPU's start state as actions. The shim creates the vCPU in flat
@@ -292,6 +323,8 @@ mod tests {
             test_hook: hook,
             config_text: config.into(),
             modules: vec![ModuleInfo { name: "k".into(), address: MODULES_BASE, length: 0x100 }],
+            vmx_msrs: Vec::new(),
+            physical_address_width: 39,
         }
     }
 
@@ -326,6 +359,7 @@ mod tests {
             idt_vectoring_error_code: 0,
             // Interrupts on: HLT waits rather than powering off.
             guest: GuestSnapshot { rflags: 0x202, ..GuestSnapshot::default() },
+            full: None,
         })
     }
 
@@ -386,6 +420,28 @@ mod tests {
         respond(exchange(&mut session, &mut memory, &start, 2));
         let (_, response) = respond(exchange(&mut session, &mut memory, &start, 3));
         assert!(matches!(&response.actions[..], [Action::Stop { detail, .. }] if detail.contains("second start")));
+    }
+
+    #[test]
+    fn the_power_button_reaches_the_guest_monitor_after_the_start() {
+        let mut session = Session::new(boot(CONFIG, TestHook::None)).unwrap();
+        let mut memory = VecMemory::new(16 << 20);
+        let press = Event::PowerButton { vcpu: 0, now_ns: 5 };
+        let (_, early) = respond(exchange(&mut session, &mut memory, &press, 1));
+        assert!(matches!(&early.actions[..], [Action::Stop { reason: StopReason::MonitorError, .. }]), "{early:?}");
+        let mut session = Session::new(boot(CONFIG, TestHook::None)).unwrap();
+        let start = Event::Start { vcpu: 0, ram_bytes: 16 << 20, now_ns: 0 };
+        respond(exchange(&mut session, &mut memory, &start, 1));
+        let (_, response) = respond(exchange(&mut session, &mut memory, &press, 2));
+        // The kernel never enabled the button: logged, and nothing else happens to it.
+        assert!(
+            response
+                .actions
+                .iter()
+                .any(|action| matches!(action, Action::Log { text, .. } if text.contains("power button pressed"))),
+            "{response:?}"
+        );
+        assert!(!response.actions.iter().any(|action| matches!(action, Action::Stop { .. })), "{response:?}");
     }
 
     #[test]

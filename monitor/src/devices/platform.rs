@@ -45,6 +45,7 @@ use super::system_reset::SystemReset;
 use super::uart16550::{Uart16550, COM1_BASE, COM1_IRQ};
 use super::ConsoleBuffer;
 use super::{all_ones, DeviceMetrics, PortDevice};
+use crate::loader::acpi::SCI_IRQ;
 
 /// The APIC timer's input clock unless configured: 1 GHz, as the CPUID
 /// policy reports it in leaf 0x15.
@@ -294,6 +295,17 @@ impl LegacyPlatform {
         self.acpi_pm.powered_off()
     }
 
+    /// The host presses the ACPI power button: the SCI (ISA IRQ 9, the
+    /// FADT's SCI_INT) goes up if the guest enabled the button's event.
+    pub fn press_power_button(&mut self, now_ns: u64) {
+        self.acpi_pm.press_power_button();
+        self.propagate_lines(now_ns);
+    }
+
+    pub fn acpi_pm(&self) -> &AcpiPm {
+        &self.acpi_pm
+    }
+
     /// Whether the guest disabled NMI (port 0x70 bit 7).
     pub fn nmi_disabled(&self) -> bool {
         self.rtc.nmi_disabled()
@@ -402,6 +414,9 @@ impl LegacyPlatform {
         let rtc = self.rtc.irq_level();
         self.pic.set_irq(RTC_IRQ, rtc);
         self.ioapic.set_irq(usize::from(RTC_IRQ), rtc, &mut messages);
+        let sci = self.acpi_pm.sci_level();
+        self.pic.set_irq(SCI_IRQ, sci);
+        self.ioapic.set_irq(usize::from(SCI_IRQ), sci, &mut messages);
         self.route_all(&mut messages);
         self.messages = messages;
     }
@@ -795,6 +810,30 @@ mod tests {
         lapic_write(&mut platform, 0, 0xb0, 0, 0);
         assert_eq!(platform.pending_interrupt_vector(0), None);
         assert_eq!(platform.ioapic().entry(4).unwrap() & (1 << 14), 0);
+    }
+
+    /// Linux's ACPI power button: the SCI on IOAPIC pin 9 (level, active
+    /// high, as the MADT's override says), enabled through PM1_EN.
+    #[test]
+    fn the_power_button_raises_the_sci_until_the_guest_clears_it() {
+        let mut platform = smp(1);
+        lapic_write(&mut platform, 0, 0x350, 0x1_0700, 0);
+        ioapic_write(&mut platform, 0x22, 0x0_8039); // pin 9: vector 0x39, level, active high
+        platform.press_power_button(0);
+        assert_eq!(platform.pending_interrupt_vector(0), None, "the guest has not enabled the button");
+        outb(&mut platform, 0x603, 0x01, 0); // PM1_EN.PWRBTN_EN (high byte)
+        assert_eq!(platform.acknowledge_interrupt(0), 0x39);
+        assert_eq!(inb(&mut platform, 0x601, 0), 0x01, "PWRBTN_STS");
+        // The handler clears the status (write 1), then the EOI: no second SCI.
+        outb(&mut platform, 0x601, 0x01, 0);
+        lapic_write(&mut platform, 0, 0xb0, 0, 0);
+        assert_eq!(platform.pending_interrupt_vector(0), None);
+        assert!(!platform.acpi_pm().power_button_pending());
+        // Without the clear, the EOI brings it back (a level interrupt).
+        platform.press_power_button(0);
+        assert_eq!(platform.acknowledge_interrupt(0), 0x39);
+        lapic_write(&mut platform, 0, 0xb0, 0, 0);
+        assert_eq!(platform.pending_interrupt_vector(0), Some(0x39));
     }
 
     #[test]

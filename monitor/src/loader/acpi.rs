@@ -20,7 +20,9 @@
 //!   0x604 (where QEMU's PIIX4 has them) and no SMI command port, which
 //!   tells the OS the machine is already in ACPI mode. No PM timer, no GPE
 //!   blocks, no C2/C3 states, no 8042 and no VGA (IAPC_BOOT_ARCH), so
-//!   Linux skips those probes.
+//!   Linux skips those probes. The power button is the fixed-feature one
+//!   (PWR_BUTTON clear), the host's way to ask for a shutdown; there is no
+//!   sleep button.
 //! - The DSDT holds one object, `\_S5` (sleep type 5 for the PM1a control
 //!   block), which is what Linux needs to power off through ACPI.
 
@@ -69,7 +71,8 @@ const FACS_LENGTH: usize = 64;
 // FADT flags (ACPI table 5.10).
 const FADT_WBINVD: u32 = 1 << 0;
 const FADT_PROC_C1: u32 = 1 << 2;
-const FADT_PWR_BUTTON: u32 = 1 << 4; // 1: no fixed-feature power button
+// FADT_PWR_BUTTON (bit 4) stays clear: the power button is the fixed
+// feature in PM1 (acpi_pm.rs), which the host presses to ask for a shutdown.
 const FADT_SLP_BUTTON: u32 = 1 << 5; // 1: no fixed-feature sleep button
                                      // IA-PC boot architecture flags (ACPI table 5.11).
 const BOOT_LEGACY_DEVICES: u16 = 1 << 0;
@@ -193,7 +196,7 @@ fn build_fadt(facs: u32, dsdt: u32) -> Vec<u8> {
     put(98, &1001u16.to_le_bytes()); // P_LVL3_LAT > 1000: no C3
     put(108, &[0x32]); // CENTURY: the CMOS byte the RTC keeps it in
     put(109, &(BOOT_LEGACY_DEVICES | BOOT_VGA_NOT_PRESENT).to_le_bytes()); // IAPC_BOOT_ARCH: no 8042
-    put(112, &(FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON).to_le_bytes());
+    put(112, &(FADT_WBINVD | FADT_PROC_C1 | FADT_SLP_BUTTON).to_le_bytes());
     put(131, &[5]); // FADT minor version: ACPI 6.5
     table(b"FACP", 6, &body)
 }
@@ -302,6 +305,8 @@ mod tests {
         assert_eq!(fadt[8], 6, "revision");
         let flags = u32_at(fadt, 112);
         assert_eq!(flags & (1 << 20), 0, "not HW_REDUCED_ACPI: PIC, PIT and RTC stay");
+        assert_eq!(flags & (1 << 4), 0, "PWR_BUTTON clear: a fixed-feature power button");
+        assert_ne!(flags & (1 << 5), 0, "SLP_BUTTON set: no fixed-feature sleep button");
         assert_eq!(u16_at(fadt, 46), 9, "SCI on IRQ 9");
         assert_eq!(u32_at(fadt, 48), 0, "no SMI_CMD: already in ACPI mode");
         assert_eq!(u32_at(fadt, 56), 0x600, "PM1a_EVT_BLK");

@@ -119,6 +119,20 @@ pub enum Ept02Outcome {
     OutOfTables,
 }
 
+/// One EPT02 leaf: the `size_log2` block at `l2_gpa` maps to `target`
+/// (what EPT01 gave for the L1 page: a host-physical address, or, for a
+/// monitor that leaves host addresses to the shim, L1's guest-physical one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ept02Mapping {
+    pub l2_gpa: u64,
+    pub target: u64,
+    pub size_log2: u32,
+    /// R/W/X (bits 2:0).
+    pub permissions: u64,
+    /// EPT01's memory type and ignore-PAT bits (6:3).
+    pub memory_type: u64,
+}
+
 /// The result of walking EPT12.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ept12Translation {
@@ -316,7 +330,7 @@ impl Ept02 {
     }
 
     /// Handles an EPT violation of L2 at `l2_gpa` with the hardware's
-    /// `qualification`.
+    /// `qualification`: [`resolve`](Self::resolve), then install the leaf.
     pub fn handle_violation(
         &mut self,
         l2_gpa: u64,
@@ -328,21 +342,48 @@ impl Ept02 {
         let (Some(root), Some(eptp12)) = (self.root, self.eptp12) else {
             return Ept02Outcome::OutOfTables;
         };
+        let mapping = match self.resolve(eptp12, l2_gpa, qualification, l1_memory, ept01) {
+            Ok(mapping) => mapping,
+            Err(outcome) => return outcome,
+        };
+        let large = if mapping.size_log2 > 12 { EPT_LARGE } else { 0 };
+        let leaf = mapping.target | mapping.permissions | (mapping.memory_type & EPT_MEMORY_TYPE_BITS) | large;
+        if self.tables.len() + 3 > self.max_tables {
+            return Ept02Outcome::OutOfTables;
+        }
+        match self.install(root, mapping.l2_gpa, mapping.size_log2, leaf, tables) {
+            Some(()) => Ept02Outcome::Installed,
+            None => Ept02Outcome::OutOfTables,
+        }
+    }
+
+    /// The EPT02 leaf for an EPT violation of L2 at `l2_gpa` under
+    /// `eptp12`: walks EPT12 (setting L1's A/D flags), composes it with
+    /// EPT01, and picks the largest page both levels and the host allow.
+    /// `Err` says what to do instead: reflect to L1, or L1's own fault.
+    pub fn resolve(
+        &self,
+        eptp12: u64,
+        l2_gpa: u64,
+        qualification: u64,
+        l1_memory: &mut impl GuestMemory,
+        ept01: &impl Ept01,
+    ) -> Result<Ept02Mapping, Ept02Outcome> {
         let walk = match walk_ept12(l1_memory, self.caps, self.physical_width, eptp12, l2_gpa, qualification) {
             Ok(walk) => walk,
             Err(Ept12Fault::Violation { permissions }) => {
-                return Ept02Outcome::ReflectViolation {
+                return Err(Ept02Outcome::ReflectViolation {
                     qualification: reflected_qualification(qualification, permissions),
-                }
+                })
             }
-            Err(Ept12Fault::Misconfiguration) => return Ept02Outcome::ReflectMisconfiguration,
+            Err(Ept12Fault::Misconfiguration) => return Err(Ept02Outcome::ReflectMisconfiguration),
         };
         let Some(backing) = ept01.translate(walk.l1_gpa) else {
-            return Ept02Outcome::L1Fault { l1_gpa: walk.l1_gpa };
+            return Err(Ept02Outcome::L1Fault { l1_gpa: walk.l1_gpa });
         };
         let access = AccessKind::from_qualification(qualification);
         if !access.allowed_by(backing.permissions) {
-            return Ept02Outcome::L1Fault { l1_gpa: walk.l1_gpa };
+            return Err(Ept02Outcome::L1Fault { l1_gpa: walk.l1_gpa });
         }
         let mut permissions = walk.permissions & backing.permissions;
         // With A/D on in EPT12, a clean page is mapped read-only so that
@@ -352,17 +393,13 @@ impl Ept02 {
         }
         let size_log2 = walk.size_log2.min(backing.size_log2.clamp(12, 30)).min(self.max_leaf_log2);
         let offset_mask = (1u64 << size_log2) - 1;
-        let hpa = (backing.hpa & !offset_mask) & !0xfff;
-        let large = if size_log2 > 12 { EPT_LARGE } else { 0 };
-        let leaf = hpa | permissions | (backing.memory_type & EPT_MEMORY_TYPE_BITS) | large;
-
-        if self.tables.len() + 3 > self.max_tables {
-            return Ept02Outcome::OutOfTables;
-        }
-        match self.install(root, l2_gpa & !offset_mask, size_log2, leaf, tables) {
-            Some(()) => Ept02Outcome::Installed,
-            None => Ept02Outcome::OutOfTables,
-        }
+        Ok(Ept02Mapping {
+            l2_gpa: l2_gpa & !offset_mask,
+            target: (backing.hpa & !offset_mask) & !0xfff,
+            size_log2,
+            permissions,
+            memory_type: backing.memory_type,
+        })
     }
 
     /// Writes `leaf` for the `size_log2` block at `l2_gpa`, creating or

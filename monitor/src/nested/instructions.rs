@@ -174,6 +174,11 @@ impl NestedVmx {
         self.l2.is_some()
     }
 
+    /// The controls of the vmcs12 that L2 runs on, while it runs.
+    pub fn l2_controls(&self) -> Option<Controls12> {
+        self.l2.as_ref().map(|context| Controls12::of(&context.vmcs12))
+    }
+
     /// The current-VMCS pointer, `None` when it is FFFFFFFF_FFFFFFFFH.
     pub fn current_vmcs(&self) -> Option<u64> {
         self.current_vmcs

@@ -131,20 +131,9 @@ pub fn l1_wants_exit(vmcs12: &Vmcs12, exit: &L2Exit, l2: &CpuState, memory: &imp
         | ExitReason::Cpuid
         | ExitReason::Getsec
         | ExitReason::Invd
-        | ExitReason::Xsetbv
-        | ExitReason::Vmcall
-        | ExitReason::Vmclear
-        | ExitReason::Vmlaunch
-        | ExitReason::Vmptrld
-        | ExitReason::Vmptrst
-        | ExitReason::Vmread
-        | ExitReason::Vmresume
-        | ExitReason::Vmwrite
-        | ExitReason::Vmxoff
-        | ExitReason::Vmxon
-        | ExitReason::Invept
-        | ExitReason::Invvpid
-        | ExitReason::Vmfunc => true,
+        | ExitReason::Xsetbv => true,
+        // L3 is out of scope: L2's VMX instructions are L1's to emulate.
+        reason if reason.is_vmx_instruction() => true,
         ExitReason::InterruptWindow => primary.contains(PrimaryControls::INTERRUPT_WINDOW_EXITING),
         ExitReason::NmiWindow => primary.contains(PrimaryControls::NMI_WINDOW_EXITING),
         ExitReason::Hlt => primary.contains(PrimaryControls::HLT_EXITING),
@@ -164,7 +153,12 @@ pub fn l1_wants_exit(vmcs12: &Vmcs12, exit: &L2Exit, l2: &CpuState, memory: &imp
         ExitReason::GdtrOrIdtrAccess | ExitReason::LdtrOrTrAccess => {
             controls.secondary.contains(SecondaryControls::DESCRIPTOR_TABLE_EXITING)
         }
-        ExitReason::PreemptionTimerExpired => controls.pin.contains(PinBasedControls::PREEMPTION_TIMER),
+        // L0 runs L2 on the same timer for its own time slices: the exit
+        // is L1's only once L1's value has run out (the shim reports L1's
+        // remaining value as L2's timer field).
+        ExitReason::PreemptionTimerExpired => {
+            controls.pin.contains(PinBasedControls::PREEMPTION_TIMER) && l2.preemption_timer == 0
+        }
         ExitReason::WbinvdOrWbnoinvd => controls.secondary.contains(SecondaryControls::WBINVD_EXITING),
         ExitReason::Rdrand => controls.secondary.contains(SecondaryControls::RDRAND_EXITING),
         ExitReason::Rdseed => controls.secondary.contains(SecondaryControls::RDSEED_EXITING),

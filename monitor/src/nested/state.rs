@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use vmx::vmcs::{Guest16, Guest32, Guest64, GuestNatural};
+use vmx::vmcs::{Guest32, Guest64, GuestNatural, SEGMENT_FIELDS};
 
 pub const RFLAGS_CF: u64 = 1 << 0;
 pub const RFLAGS_FIXED1: u64 = 1 << 1;
@@ -178,19 +178,6 @@ pub struct CpuState {
     /// The VMX-preemption timer's remaining value.
     pub preemption_timer: u32,
 }
-
-/// The guest-state fields of each segment register: selector, base,
-/// limit, access rights.
-const SEGMENT_FIELDS: [(Guest16, GuestNatural, Guest32, Guest32); 8] = [
-    (Guest16::EsSelector, GuestNatural::EsBase, Guest32::EsLimit, Guest32::EsAccessRights),
-    (Guest16::CsSelector, GuestNatural::CsBase, Guest32::CsLimit, Guest32::CsAccessRights),
-    (Guest16::SsSelector, GuestNatural::SsBase, Guest32::SsLimit, Guest32::SsAccessRights),
-    (Guest16::DsSelector, GuestNatural::DsBase, Guest32::DsLimit, Guest32::DsAccessRights),
-    (Guest16::FsSelector, GuestNatural::FsBase, Guest32::FsLimit, Guest32::FsAccessRights),
-    (Guest16::GsSelector, GuestNatural::GsBase, Guest32::GsLimit, Guest32::GsAccessRights),
-    (Guest16::LdtrSelector, GuestNatural::LdtrBase, Guest32::LdtrLimit, Guest32::LdtrAccessRights),
-    (Guest16::TrSelector, GuestNatural::TrBase, Guest32::TrLimit, Guest32::TrAccessRights),
-];
 
 const PDPTE_FIELDS: [Guest64; 4] = [Guest64::Pdpte0, Guest64::Pdpte1, Guest64::Pdpte2, Guest64::Pdpte3];
 

@@ -202,6 +202,28 @@ impl ExitReason {
     pub const fn number(self) -> u16 {
         self as u16
     }
+
+    /// An exit for one of the VMX instructions (VMCALL, VMCLEAR, VMLAUNCH,
+    /// VMPTRLD, VMPTRST, VMREAD, VMRESUME, VMWRITE, VMXOFF, VMXON, INVEPT,
+    /// INVVPID, VMFUNC): in VMX non-root operation they always exit.
+    pub const fn is_vmx_instruction(self) -> bool {
+        matches!(
+            self,
+            Self::Vmcall
+                | Self::Vmclear
+                | Self::Vmlaunch
+                | Self::Vmptrld
+                | Self::Vmptrst
+                | Self::Vmread
+                | Self::Vmresume
+                | Self::Vmwrite
+                | Self::Vmxoff
+                | Self::Vmxon
+                | Self::Invept
+                | Self::Invvpid
+                | Self::Vmfunc
+        )
+    }
 }
 
 impl fmt::Display for ExitReason {

@@ -129,6 +129,21 @@ l2_cpuid:
     L2_EXPECT r11, {cpuid_edx}, 4
     jmp l2_done
 
+# cpuid-loop: many CPUIDs in a row, each answered by L1: the nested
+# round trip, timed by L1. Every answer is checked.
+.global l2_cpuid_loop
+l2_cpuid_loop:
+    mov r12d, {cpuid_loop_count}
+.Ll2_cpuid_loop_next:
+    mov eax, {cpuid_leaf}
+    mov ecx, {cpuid_subleaf}
+    cpuid
+    mov r8, rax
+    L2_EXPECT r8, {cpuid_eax}, 1
+    dec r12
+    jnz .Ll2_cpuid_loop_next
+    jmp l2_done
+
 # io: four accesses of each size and port form. IN AX keeps RAX's upper
 # 48 bits; IN EAX zero-extends into RAX.
 .global l2_io

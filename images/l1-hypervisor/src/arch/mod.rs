@@ -37,6 +37,7 @@ core::arch::global_asm!(
     cpuid_ebx = const protocol::CPUID_ANSWER[1],
     cpuid_ecx = const protocol::CPUID_ANSWER[2],
     cpuid_edx = const protocol::CPUID_ANSWER[3],
+    cpuid_loop_count = const protocol::CPUID_LOOP_COUNT,
     out_byte_port = const protocol::OUT_BYTE_PORT,
     out_byte_value = const protocol::OUT_BYTE_VALUE,
     in_word_port = const protocol::IN_WORD_PORT,
@@ -102,6 +103,7 @@ pub mod l2 {
         timer_spin => l2_timer_spin;
         timer_spin_end => l2_timer_spin_end;
         invept => l2_invept;
+        cpuid_loop => l2_cpuid_loop;
     }
 
     /// The payload's pages: `[start, end)`, page-aligned by linker.ld.

@@ -94,6 +94,13 @@ fn conditional_exits_follow_l1s_controls() {
         reason(ExitReason::PreemptionTimerExpired),
         &l2
     ));
+    // L0's own time slice ended before L1's timer: not L1's exit.
+    let running = CpuState { preemption_timer: 5, ..l2 };
+    assert!(!wants(
+        |m| set(m, Control32::PinBasedControls as u32, 0x16 | 1 << 6),
+        reason(ExitReason::PreemptionTimerExpired),
+        &running
+    ));
     assert!(!wants(|_| {}, reason(ExitReason::Rdrand), &l2));
     assert!(wants(
         |m| set(m, Control32::SecondaryProcessorBasedControls as u32, 0x22 | 1 << 11),

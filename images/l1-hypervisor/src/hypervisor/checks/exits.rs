@@ -1,6 +1,7 @@
 //! Instruction exits: VMCALL with every register, CPUID, I/O and HLT.
 
 use l1_hypervisor::protocol::{self, command, CPUID_ANSWER, REGISTER_PATTERN};
+use multiboot_kernel::arch::cpu::rdtsc;
 use vmx::exit::{ExitReason, IoDirection, IoInstruction};
 use vmx::vmcs::Guest32;
 use vmx_instructions::GuestRegisters;
@@ -61,6 +62,26 @@ pub fn cpuid(vm: &mut Vm, report: &mut Report) -> Outcome {
     [r.rax, r.rbx, r.rcx, r.rdx] = CPUID_ANSWER.map(u64::from);
     vm.skip(&exit);
     vm.run_to_done(report)?;
+    Ok(())
+}
+
+/// `cpuid-loop`: L2 runs `CPUID_LOOP_COUNT` CPUIDs, each exiting to L1,
+/// which answers and resumes; L2 checks every answer. Reports the round
+/// trip in L1's TSC ticks (under an emulated L0 on Bochs, instructions
+/// retired at every level): the cost of a nested exit handled by L1.
+pub fn cpuid_loop(vm: &mut Vm, report: &mut Report) -> Outcome {
+    vm.start(l2::cpuid_loop());
+    let started = rdtsc();
+    for _ in 0..protocol::CPUID_LOOP_COUNT {
+        let exit = vm.run_expecting(report, ExitReason::Cpuid)?;
+        let r = &mut vm.registers;
+        [r.rax, r.rbx, r.rcx, r.rdx] = CPUID_ANSWER.map(u64::from);
+        vm.skip(&exit);
+    }
+    let ticks = rdtsc().wrapping_sub(started);
+    vm.run_to_done(report)?;
+    let count = u64::from(protocol::CPUID_LOOP_COUNT);
+    note!(report, "{count} L2 CPUID round trips, {} TSC ticks each", ticks / count);
     Ok(())
 }
 

@@ -31,6 +31,7 @@ pub fn run(check: Check, vm: &mut Vm, options: &Options) -> bool {
         Check::EptViolation => ept::ept_violation(vm, &mut report),
         Check::PreemptionTimer => timer::preemption_timer(vm, &mut report),
         Check::Invept => ept::invept(vm, &mut report),
+        Check::CpuidLoop => exits::cpuid_loop(vm, &mut report),
     };
     report.finish(outcome)
 }
