@@ -32,15 +32,13 @@ pub struct Ept02 {
     root: PhysAddr,
     /// Every table page below the root.
     tables: Vec<PhysAddr>,
-    /// How often EPT02 was dropped whole (statistics).
-    pub flushes: u64,
 }
 
 impl Ept02 {
     pub fn new() -> Option<Self> {
         let root = memory::with_frames(|frames| frames.alloc_frame())?;
         memory::zero_frame(root);
-        Some(Self { root, tables: Vec::new(), flushes: 0 })
+        Some(Self { root, tables: Vec::new() })
     }
 
     pub fn eptp(&self) -> u64 {
@@ -87,28 +85,31 @@ impl Ept02 {
     }
 
     /// Drops every translation: the root is emptied, the CPU's cached
-    /// translations flushed, and only then are the tables freed.
-    pub fn clear(&mut self) {
+    /// translations flushed, and only then are the tables freed. Whether
+    /// the flush worked: if not, the tables are kept out of use for good.
+    pub fn clear(&mut self) -> bool {
         memory::zero_frame(self.root);
         if let Err(error) = invept(InveptKind::SingleContext, self.eptp()) {
             log::error!("INVEPT of an EPT02 failed ({error:?}): keeping its tables out of use");
             self.tables.clear();
-            return;
+            return false;
         }
         memory::with_frames(|frames| {
             for table in self.tables.drain(..) {
                 let _ = frames.free(PhysRange::frame(table));
             }
         });
-        self.flushes += 1;
+        true
     }
 }
 
 impl Drop for Ept02 {
     fn drop(&mut self) {
-        self.clear();
-        memory::with_frames(|frames| {
-            let _ = frames.free(PhysRange::frame(self.root));
-        });
+        // The root may still be cached too: it goes only after a flush.
+        if self.clear() {
+            memory::with_frames(|frames| {
+                let _ = frames.free(PhysRange::frame(self.root));
+            });
+        }
     }
 }

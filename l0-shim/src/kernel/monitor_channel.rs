@@ -12,7 +12,8 @@ use alloc::vec::Vec;
 
 use l0_shim::action_validation::{self, Level, Rejection};
 use monitor_abi::{
-    Action, ExitEvent, FullState, GuestSnapshot, InjectionKind, Response, StopReason, FULL_STATE_FIELDS, GPR_COUNT, RSP,
+    Action, ExitEvent, FullState, GuestSnapshot, InjectionKind, Response, StopReason, FULL_STATE_FIELDS,
+    FULL_STATE_TIMER_INDEX, GPR_COUNT, RSP,
 };
 use vmx::controls::{EntryControls, PrimaryControls};
 use vmx::exit::{ExitReason, ExitReasonField};
@@ -83,10 +84,7 @@ fn full_state(from_l2: bool, l1_timer: Option<u64>) -> FullState {
         *value = vmread(encoding).unwrap_or(0);
     }
     if let Some(left) = l1_timer {
-        let timer = vmx::vmcs::Guest32::PreemptionTimerValue.encoding();
-        if let Some(index) = FULL_STATE_FIELDS.iter().position(|&field| field == timer) {
-            full.fields[index] = left;
-        }
+        full.fields[FULL_STATE_TIMER_INDEX] = left;
     }
     full
 }

@@ -57,6 +57,8 @@ pub struct GuestSnapshot {
 /// debug exceptions, PDPTE0-3 and the VMX-preemption timer.
 pub const FULL_STATE_FIELDS: [u32; FULL_STATE_LEN] = full_state_fields();
 pub const FULL_STATE_LEN: usize = 58;
+/// Where the VMX-preemption timer sits in [`FULL_STATE_FIELDS`]: last.
+pub const FULL_STATE_TIMER_INDEX: usize = FULL_STATE_LEN - 1;
 
 const fn full_state_fields() -> [u32; FULL_STATE_LEN] {
     use vmx::vmcs::{Guest32, Guest64, GuestNatural, SEGMENT_FIELDS};

@@ -99,6 +99,7 @@ fn the_full_state_names_each_guest_field_once_and_fits_the_page() {
     assert_eq!(full.field(0x4816), 7 * 0x0101_0101);
     assert_eq!(full.field(0x681e), 33 * 0x0101_0101);
     assert_eq!(full.field(0x6c00), 0, "host CR0 is not carried");
+    assert_eq!(FULL_STATE_FIELDS[FULL_STATE_TIMER_INDEX], 0x482e, "the preemption timer's encoding");
     let mut seen = FULL_STATE_FIELDS.to_vec();
     seen.sort_unstable();
     seen.dedup();

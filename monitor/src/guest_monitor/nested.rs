@@ -67,6 +67,7 @@ impl NestedSupport {
             // Only the resolver is used: the shim holds EPT02's tables.
             ept02: Ept02::new(self.host.ept_vpid, self.caps.ept_vpid, self.physical_address_width, 0),
             eptp12: None,
+            on_ept02: false,
         })
     }
 }
@@ -77,6 +78,8 @@ pub(super) struct NestedVcpu {
     ept02: Ept02,
     /// The EPT12 pointer the shim's EPT02 is built from.
     eptp12: Option<u64>,
+    /// L2 runs on EPT02 (L1 enabled EPT), not on EPT01.
+    on_ept02: bool,
 }
 
 /// L1's RAM as the shim's EPT01 maps it: guest-physical 0 up, in 2 MiB
@@ -215,7 +218,8 @@ impl GuestMonitor {
                     response.actions.push(Action::FlushEpt02);
                     nested.eptp12 = eptp12;
                 }
-                response.actions.push(Action::EnterL2 { ept02: eptp12.is_some() });
+                nested.on_ept02 = eptp12.is_some();
+                response.actions.push(Action::EnterL2 { ept02: nested.on_ept02 });
                 if vmcs02.flush_vpid02 {
                     response.actions.push(Action::FlushVpid02);
                 }
@@ -285,7 +289,9 @@ impl GuestMonitor {
             |reason: ExitReason, qualification: u64| L2Exit { reason: reason as u32, qualification, ..l2_exit };
         let synthesized = match handled_in_l0 {
             L0Exit::EptViolation { gpa, qualification } => {
-                let Some(eptp12) = nested.eptp12.filter(|_| nested.vmx.l2_controls().is_some()) else {
+                // L2 on EPT01 (L1 without EPT): its addresses are L1's, and
+                // a violation is at an address where L1 has nothing.
+                let Some(eptp12) = nested.eptp12.filter(|_| nested.on_ept02) else {
                     return Err(format!("EPT violation of L2 at {gpa:#x} without EPT12"));
                 };
                 match nested.ept02.resolve(eptp12, gpa, qualification, &mut view, &L1Ram { bytes: ram_bytes }) {
